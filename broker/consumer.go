@@ -1,0 +1,255 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/zap"
+)
+
+// DefaultPrefetch is the prefetch count of a consumer when none is given.
+const DefaultPrefetch = 32
+
+// ConsumerConfig configures a Consumer.
+type ConsumerConfig struct {
+	// Queue to consume from. Required.
+	Queue string
+	// Prefetch is how many unsettled deliveries the broker may send ahead.
+	// 0 means DefaultPrefetch.
+	Prefetch int
+	// Tag prefixes the consumer tag; a counter and the host are appended.
+	// "" means "warren".
+	Tag string
+	// Exclusive asks to be the queue's only consumer.
+	Exclusive bool
+	// Args are basic.consume arguments, such as x-priority.
+	Args map[string]any
+}
+
+var consumerSeq atomic.Uint64
+
+// Consumer consumes one queue on a channel of its own, re-opening the
+// channel after any loss. Deliveries from every channel generation arrive
+// on one Go channel.
+type Consumer struct {
+	conn *Conn
+	cfg  ConsumerConfig
+	log  *zap.Logger
+	out  chan *Delivery
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{} // the run loop has returned
+
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	wg       sync.WaitGroup // settlers
+}
+
+// Consume starts consuming cfg.Queue. Read Deliveries, settle each one,
+// then Stop and Close.
+func (c *Conn) Consume(cfg ConsumerConfig) (*Consumer, error) {
+	if cfg.Queue == "" {
+		return nil, errors.New("consumer: queue is required")
+	}
+	if cfg.Prefetch < 0 || cfg.Prefetch > 65535 {
+		return nil, fmt.Errorf("consumer %q: prefetch must be between 0 and 65535, got %d", cfg.Queue, cfg.Prefetch)
+	}
+	if cfg.Prefetch == 0 {
+		cfg.Prefetch = DefaultPrefetch
+	}
+	if cfg.Tag == "" {
+		cfg.Tag = "warren"
+	}
+	host, _ := os.Hostname()
+	cfg.Tag = fmt.Sprintf("%s-%s-%d-%d", cfg.Tag, host, os.Getpid(), consumerSeq.Add(1))
+	cn := &Consumer{
+		conn: c, cfg: cfg,
+		log:      c.log.Named("consumer").With(zap.String("queue", cfg.Queue)),
+		out:      make(chan *Delivery),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+		sessions: map[*session]struct{}{},
+	}
+	go cn.run()
+	return cn, nil
+}
+
+// Deliveries returns the stream of deliveries. It is closed after Stop,
+// once no more deliveries will come.
+func (cn *Consumer) Deliveries() <-chan *Delivery { return cn.out }
+
+// Stop cancels the subscription. Deliveries the broker already sent but
+// that were not yet handed out are returned to the queue. Deliveries
+// handed out can still be settled until Close.
+func (cn *Consumer) Stop() {
+	cn.stopOnce.Do(func() { close(cn.stop) })
+	<-cn.done
+}
+
+// Close stops the consumer, sends the acks still pending, and closes its
+// channels. Settle every handed-out delivery before calling Close: later
+// results are dropped and those messages are delivered again.
+func (cn *Consumer) Close() error {
+	cn.Stop()
+	cn.mu.Lock()
+	for s := range cn.sessions {
+		select {
+		case <-s.finish:
+		default:
+			close(s.finish)
+		}
+	}
+	cn.mu.Unlock()
+	cn.wg.Wait()
+	return nil
+}
+
+func (cn *Consumer) stopped() bool {
+	select {
+	case <-cn.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+func (cn *Consumer) run() {
+	defer close(cn.done)
+	defer close(cn.out)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-cn.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	bo := backoff{min: cn.conn.cfg.MinBackoff, max: cn.conn.cfg.MaxBackoff}
+	first := true
+	for !cn.stopped() {
+		s, deliveries, err := cn.open(ctx)
+		if err != nil {
+			if cn.stopped() || errors.Is(err, ErrClosed) {
+				return
+			}
+			cn.log.Warn("consume failed, retrying", zap.Error(err))
+			if sleep(ctx, cn.stop, bo.next()) != nil {
+				return
+			}
+			continue
+		}
+		if first {
+			cn.log.Info("consuming", zap.Int("prefetch", cn.cfg.Prefetch))
+		} else {
+			cn.log.Info("consuming again")
+		}
+		first = false
+		if cn.pump(s, deliveries) {
+			bo.reset()
+		}
+		if !cn.stopped() {
+			close(s.retire)
+			cn.log.Warn("consumer channel ended, reopening")
+		}
+	}
+}
+
+// open starts a session: a channel with QoS and a subscription.
+func (cn *Consumer) open(ctx context.Context) (*session, <-chan amqp.Delivery, error) {
+	ch, _, err := cn.conn.channel(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := ch.Qos(cn.cfg.Prefetch, 0, false); err != nil {
+		_ = ch.Close()
+		return nil, nil, fmt.Errorf("setting prefetch on %q: %w", cn.cfg.Queue, err)
+	}
+	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	deliveries, err := ch.Consume(cn.cfg.Queue, cn.cfg.Tag, false, cn.cfg.Exclusive, false, false, amqp.Table(cn.cfg.Args))
+	if err != nil {
+		_ = ch.Close()
+		var ae *amqp.Error
+		if errors.As(err, &ae) && ae.Code == amqp.NotFound {
+			cn.conn.redeclare(ctx)
+		}
+		return nil, nil, fmt.Errorf("consuming %q: %w", cn.cfg.Queue, err)
+	}
+	s := newSession(ch, ch, cn.log, cn.cfg.Prefetch+64)
+	cn.mu.Lock()
+	cn.sessions[s] = struct{}{}
+	cn.mu.Unlock()
+	cn.wg.Add(1)
+	go func() {
+		defer cn.wg.Done()
+		s.run(closed)
+		cn.mu.Lock()
+		delete(cn.sessions, s)
+		cn.mu.Unlock()
+	}()
+	return s, deliveries, nil
+}
+
+// pump hands deliveries out until the subscription ends or Stop. It
+// reports whether anything was delivered.
+func (cn *Consumer) pump(s *session, deliveries <-chan amqp.Delivery) bool {
+	any := false
+	for {
+		select {
+		case <-cn.stop:
+			cn.cancel(s, deliveries)
+			return any
+		case d, ok := <-deliveries:
+			if !ok {
+				return any
+			}
+			any = true
+			del := cn.wrap(s, &d)
+			select {
+			case cn.out <- del:
+			case <-cn.stop:
+				_ = del.Nack(true)
+				cn.cancel(s, deliveries)
+				return any
+			}
+		}
+	}
+}
+
+func (cn *Consumer) wrap(s *session, d *amqp.Delivery) *Delivery {
+	s.delivered.Store(d.DeliveryTag)
+	del := &Delivery{
+		Message:     messageOf(d),
+		Exchange:    d.Exchange,
+		RoutingKey:  d.RoutingKey,
+		Queue:       cn.cfg.Queue,
+		Redelivered: d.Redelivered,
+		tag:         d.DeliveryTag,
+		sess:        s,
+	}
+	if n, ok := d.Headers["x-delivery-count"].(int64); ok {
+		del.DeliveryCount = n
+	}
+	return del
+}
+
+// cancel ends the subscription and requeues what the broker sent after.
+func (cn *Consumer) cancel(s *session, deliveries <-chan amqp.Delivery) {
+	if err := s.ch.Cancel(cn.cfg.Tag, false); err != nil {
+		cn.log.Debug("cancel failed", zap.Error(err))
+		return // the channel is gone; the broker requeues by itself
+	}
+	n := 0
+	for d := range deliveries {
+		s.delivered.Store(d.DeliveryTag)
+		_ = s.settle(d.DeliveryTag, settleRequeue)
+		n++
+	}
+	cn.log.Info("consumer stopped", zap.Int("requeued", n))
+}

@@ -1,0 +1,200 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/zap"
+)
+
+// ErrNacked is returned when the broker refused responsibility for a
+// message (basic.nack). Nothing was stored; publishing again is safe.
+var ErrNacked = errors.New("broker: message was nacked by the broker")
+
+// UnroutableError is returned when a mandatory message matched no queue.
+type UnroutableError struct {
+	Exchange   string
+	RoutingKey string
+	MessageID  string
+	ReplyCode  uint16
+	ReplyText  string
+}
+
+func (e *UnroutableError) Error() string {
+	return fmt.Sprintf("message %q to exchange %q with routing key %q is unroutable: %s (%d)",
+		e.MessageID, e.Exchange, e.RoutingKey, e.ReplyText, e.ReplyCode)
+}
+
+// Publisher publishes with publisher confirms on its own channel. Many
+// publishes are in flight at once; each call returns when the broker has
+// confirmed its message, refused it, or ctx ended. It is safe for
+// concurrent use and survives reconnects: a publish whose channel dies
+// before the confirm is published again on the next channel, so a message
+// may arrive twice but a nil error always means the broker stored it.
+type Publisher struct {
+	conn    *Conn
+	log     *zap.Logger
+	open    chan struct{} // a one-slot lock around opening a session
+	mu      sync.Mutex
+	sess    *pubSession
+	closing chan struct{}
+	once    sync.Once
+	wg      sync.WaitGroup
+}
+
+// NewPublisher returns a publisher on c. Its channel opens on first use.
+func (c *Conn) NewPublisher() *Publisher {
+	return &Publisher{
+		conn:    c,
+		log:     c.log.Named("publisher"),
+		open:    make(chan struct{}, 1),
+		closing: make(chan struct{}),
+	}
+}
+
+// Publish sends msg to exchange with routing key key, mandatory, and waits
+// for the broker's confirm. An empty MessageID is filled with a new id.
+// It returns nil only for a confirmed message; *UnroutableError when no
+// queue took it; ErrNacked when the broker refused it; a wrapped ctx error
+// when ctx ended first (the message may or may not have been stored).
+func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg Message) error {
+	if msg.MessageID == "" {
+		msg.MessageID = NewMessageID()
+	}
+	pub := msg.publishing()
+	for {
+		s, err := p.session(ctx)
+		if err != nil {
+			return err
+		}
+		pend, err := s.publish(ctx, exchange, key, &pub)
+		if err != nil {
+			if s.isDead() {
+				continue
+			}
+			return fmt.Errorf("publishing message %q: %w", msg.MessageID, err)
+		}
+		select {
+		case <-pend.done:
+			if pend.lost {
+				continue
+			}
+			return pend.err
+		case <-ctx.Done():
+			s.forget(pend.tag)
+			return fmt.Errorf("waiting for the confirm of message %q: %w", msg.MessageID, ctx.Err())
+		}
+	}
+}
+
+// Close closes the publisher's channel. Publishes in flight fail with
+// ErrClosed.
+func (p *Publisher) Close() error {
+	p.once.Do(func() { close(p.closing) })
+	p.mu.Lock()
+	s := p.sess
+	p.mu.Unlock()
+	if s != nil {
+		_ = s.ch.Close()
+	}
+	p.wg.Wait()
+	return nil
+}
+
+// session returns the live session, opening one if needed.
+func (p *Publisher) session(ctx context.Context) (*pubSession, error) {
+	if s := p.liveSession(); s != nil {
+		return s, nil
+	}
+	select {
+	case p.open <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for a publisher channel: %w", ctx.Err())
+	case <-p.closing:
+		return nil, ErrClosed
+	}
+	defer func() { <-p.open }()
+	if s := p.liveSession(); s != nil {
+		return s, nil
+	}
+	bo := backoff{min: p.conn.cfg.MinBackoff, max: p.conn.cfg.MaxBackoff}
+	for {
+		s, err := p.openSession(ctx)
+		if err == nil {
+			return s, nil
+		}
+		if errors.Is(err, ErrClosed) || ctx.Err() != nil {
+			return nil, err
+		}
+		p.log.Warn("opening publisher channel failed", zap.Error(err))
+		if err := sleep(ctx, p.closing, bo.next()); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (p *Publisher) liveSession() *pubSession {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sess != nil && !p.sess.isDead() {
+		return p.sess
+	}
+	return nil
+}
+
+func (p *Publisher) openSession(ctx context.Context) (*pubSession, error) {
+	select {
+	case <-p.closing:
+		return nil, ErrClosed
+	default:
+	}
+	ch, _, err := p.conn.channel(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := ch.Confirm(false); err != nil {
+		_ = ch.Close()
+		return nil, fmt.Errorf("enabling publisher confirms: %w", err)
+	}
+	s := &pubSession{ch: ch, pending: map[uint64]*pending{}, dead: make(chan struct{})}
+	// Unbuffered on purpose: the client library hands us a return and then
+	// the confirm that follows it, in order, from one goroutine; reading
+	// both in one loop keeps that order, so a return is always recorded
+	// before its confirm resolves the publish.
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation))
+	returns := ch.NotifyReturn(make(chan amqp.Return))
+	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		s.loop(p.log, confirms, returns, closed)
+	}()
+	p.mu.Lock()
+	p.sess = s
+	p.mu.Unlock()
+	select {
+	case <-p.closing: // Close ran while we opened: do not leave this behind.
+		_ = ch.Close()
+		return nil, ErrClosed
+	default:
+	}
+	return s, nil
+}
+
+// sleep waits d unless ctx ends or stop closes.
+func sleep(ctx context.Context, stop <-chan struct{}, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-stop:
+		return ErrClosed
+	}
+}

@@ -1,0 +1,174 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/zap"
+)
+
+// pubSession is one confirm-mode channel and its unconfirmed publishes.
+type pubSession struct {
+	ch *amqp.Channel
+
+	// send serializes taking a sequence number and writing the message,
+	// so the number is the one the broker will confirm.
+	send sync.Mutex
+
+	// mu guards pending. It is never held while calling the client
+	// library, so the confirm loop can always make progress.
+	mu       sync.Mutex
+	pending  map[uint64]*pending
+	dead     chan struct{}
+	deadOnce sync.Once
+}
+
+type pending struct {
+	tag      uint64
+	id       string
+	exchange string
+	key      string
+	done     chan struct{}
+	err      error
+	returned *UnroutableError
+	lost     bool // the channel closed before the confirm
+}
+
+func (s *pubSession) isDead() bool {
+	select {
+	case <-s.dead:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *pubSession) publish(ctx context.Context, exchange, key string, pub *amqp.Publishing) (*pending, error) {
+	p := &pending{id: pub.MessageId, exchange: exchange, key: key, done: make(chan struct{})}
+	s.send.Lock()
+	defer s.send.Unlock()
+	p.tag = s.ch.GetNextPublishSeqNo()
+	s.mu.Lock()
+	s.pending[p.tag] = p
+	s.mu.Unlock()
+	if err := s.ch.PublishWithContext(ctx, exchange, key, true, false, *pub); err != nil {
+		s.forget(p.tag)
+		if s.ch.IsClosed() {
+			s.markDead()
+		}
+		return nil, err
+	}
+	return p, nil
+}
+
+func (s *pubSession) forget(tag uint64) {
+	s.mu.Lock()
+	delete(s.pending, tag)
+	s.mu.Unlock()
+}
+
+func (s *pubSession) markDead() { s.deadOnce.Do(func() { close(s.dead) }) }
+
+// loop resolves publishes from the broker's returns and confirms until the
+// channel closes, then marks every unconfirmed publish lost.
+func (s *pubSession) loop(log *zap.Logger, confirms <-chan amqp.Confirmation, returns <-chan amqp.Return, closed <-chan *amqp.Error) {
+	var reason *amqp.Error
+	for {
+		select {
+		case r, ok := <-returns:
+			if !ok {
+				returns = nil
+				continue
+			}
+			s.returned(r)
+		case c, ok := <-confirms:
+			if !ok {
+				if reason == nil {
+					select {
+					case reason = <-closed:
+					default:
+					}
+				}
+				s.close(reason)
+				return
+			}
+			s.confirmed(c)
+		case err, ok := <-closed:
+			if !ok {
+				closed = nil
+				continue
+			}
+			if err != nil {
+				reason = err
+				log.Warn("publisher channel closed", zap.String("reason", err.Error()))
+			}
+		}
+	}
+}
+
+// returned marks the oldest unconfirmed publish that matches r.
+func (s *pubSession) returned(r amqp.Return) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var best *pending
+	for _, p := range s.pending {
+		if p.returned == nil && p.id == r.MessageId && p.exchange == r.Exchange && p.key == r.RoutingKey &&
+			(best == nil || p.tag < best.tag) {
+			best = p
+		}
+	}
+	if best != nil {
+		best.returned = &UnroutableError{Exchange: r.Exchange, RoutingKey: r.RoutingKey,
+			MessageID: r.MessageId, ReplyCode: r.ReplyCode, ReplyText: r.ReplyText}
+	}
+}
+
+func (s *pubSession) confirmed(c amqp.Confirmation) {
+	s.mu.Lock()
+	p := s.pending[c.DeliveryTag]
+	delete(s.pending, c.DeliveryTag)
+	s.mu.Unlock()
+	if p == nil {
+		return // its caller gave up waiting
+	}
+	switch {
+	case !c.Ack:
+		p.err = ErrNacked
+	case p.returned != nil:
+		p.err = p.returned
+	}
+	close(p.done)
+}
+
+// close resolves every unconfirmed publish. After a connection loss they
+// are marked lost, to be published again on a new channel. A channel
+// exception (a soft error such as a missing exchange or an oversized
+// message) was caused by something published here, so it is returned to
+// the callers instead: publishing the same message again would fail again.
+func (s *pubSession) close(reason *amqp.Error) {
+	s.markDead()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for tag, p := range s.pending {
+		if reason != nil && reason.Recover {
+			p.err = &ChannelError{Err: reason}
+		} else {
+			p.lost = true
+		}
+		close(p.done)
+		delete(s.pending, tag)
+	}
+}
+
+// ChannelError is returned when the broker closed the publisher's channel
+// with a channel exception while a message was unconfirmed, for example
+// because the exchange does not exist or the message is too large.
+type ChannelError struct{ Err *amqp.Error }
+
+func (e *ChannelError) Error() string {
+	return fmt.Sprintf("broker closed the publisher channel: %s (%d)", e.Err.Reason, e.Err.Code)
+}
+
+func (e *ChannelError) Unwrap() error { return e.Err }

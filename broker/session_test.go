@@ -1,0 +1,226 @@
+package broker
+
+import (
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"go.uber.org/zap/zaptest"
+)
+
+// fakeWire records what the settler sends, and checks every frame against
+// the set of finished deliveries: a multiple-ack must never cover a tag
+// that is unfinished, and no tag may be settled twice.
+type fakeWire struct {
+	t        *testing.T
+	mu       sync.Mutex
+	finished map[uint64]settleKind // what the worker decided, set before settle
+	settled  map[uint64]bool
+	acks     int // ack frames sent
+	closed   bool
+}
+
+func newFakeWire(t *testing.T) *fakeWire {
+	return &fakeWire{t: t, finished: map[uint64]settleKind{}, settled: map[uint64]bool{}}
+}
+
+func (f *fakeWire) finish(tag uint64, k settleKind) {
+	f.mu.Lock()
+	f.finished[tag] = k
+	f.mu.Unlock()
+}
+
+func (f *fakeWire) Ack(tag uint64, multiple bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.acks++
+	lo := tag
+	if multiple {
+		lo = 1
+	}
+	for x := lo; x <= tag; x++ {
+		if f.settled[x] {
+			if !multiple || x == tag {
+				f.t.Errorf("tag %d settled twice", x)
+			}
+			continue
+		}
+		if f.finished[x] != settleAck {
+			f.t.Errorf("ack(%d, multiple=%v) covers tag %d, which is %v", tag, multiple, x, f.finished[x])
+		}
+		f.settled[x] = true
+	}
+	return nil
+}
+
+func (f *fakeWire) Nack(tag uint64, multiple, requeue bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if multiple {
+		f.t.Errorf("nack with multiple=true")
+	}
+	if f.settled[tag] {
+		f.t.Errorf("tag %d settled twice", tag)
+	}
+	if k := f.finished[tag]; k != settleRequeue && k != settleReject {
+		f.t.Errorf("nack of tag %d, which is %v", tag, k)
+	}
+	f.settled[tag] = true
+	return nil
+}
+
+func (f *fakeWire) Close() error {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	return nil
+}
+
+func runSession(t *testing.T, w *fakeWire, buffer int) (*session, func()) {
+	s := newSession(nil, w, zaptest.NewLogger(t), buffer)
+	done := make(chan struct{})
+	go func() { defer close(done); s.run(nil) }()
+	return s, func() { close(s.finish); <-done }
+}
+
+// TestSettlerOutOfOrder finishes deliveries in random order from many
+// goroutines, with nacks mixed in, and checks that every ack the settler
+// sends covers only finished deliveries and that all are settled in the end.
+func TestSettlerOutOfOrder(t *testing.T) {
+	for round := 0; round < 20; round++ {
+		w := newFakeWire(t)
+		s, stop := runSession(t, w, 64)
+		const n = 2000
+		tags := make([]uint64, n)
+		for i := range tags {
+			tags[i] = uint64(i + 1)
+		}
+		rand.Shuffle(n, func(i, j int) { tags[i], tags[j] = tags[j], tags[i] })
+		s.delivered.Store(n)
+		var wg sync.WaitGroup
+		for g := 0; g < 8; g++ {
+			wg.Add(1)
+			go func(g int) {
+				defer wg.Done()
+				for i := g; i < n; i += 8 {
+					tag := tags[i]
+					kind := settleAck
+					switch tag % 17 {
+					case 3:
+						kind = settleRequeue // a retry in the middle of a run
+					case 5:
+						kind = settleReject
+					}
+					w.finish(tag, kind)
+					if err := s.settle(tag, kind); err != nil {
+						t.Errorf("settle: %v", err)
+					}
+				}
+			}(g)
+		}
+		wg.Wait()
+		stop()
+		for tag := uint64(1); tag <= n; tag++ {
+			if !w.settled[tag] {
+				t.Fatalf("round %d: tag %d never settled", round, tag)
+			}
+		}
+		if !w.closed {
+			t.Fatal("channel not closed on finish")
+		}
+	}
+}
+
+// TestSettlerCoalesces shows that in-order completions become far fewer
+// ack frames than deliveries.
+func TestSettlerCoalesces(t *testing.T) {
+	w := newFakeWire(t)
+	s := newSession(nil, w, zaptest.NewLogger(t), 256)
+	const n = 1000
+	s.delivered.Store(n)
+	// Queue everything before the settler starts, as under load.
+	for tag := uint64(1); tag <= 200; tag++ {
+		w.finish(tag, settleAck)
+		s.in <- settleReq{tag, settleAck}
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); s.run(nil) }()
+	for tag := uint64(201); tag <= n; tag++ {
+		w.finish(tag, settleAck)
+		if err := s.settle(tag, settleAck); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(s.finish)
+	<-done
+	for tag := uint64(1); tag <= n; tag++ {
+		if !w.settled[tag] {
+			t.Fatalf("tag %d never settled", tag)
+		}
+	}
+	if w.acks >= n/2 {
+		t.Fatalf("%d ack frames for %d deliveries: not coalesced", w.acks, n)
+	}
+	t.Logf("%d ack frames for %d deliveries", w.acks, n)
+}
+
+// TestSettlerHoldsBehindGap: an unfinished delivery blocks the multiple
+// ack; acks behind it go out one by one after ackHold, never covering it.
+func TestSettlerHoldsBehindGap(t *testing.T) {
+	w := newFakeWire(t)
+	s, stop := runSession(t, w, 64)
+	s.delivered.Store(5)
+	for _, tag := range []uint64{1, 3, 4, 5} {
+		w.finish(tag, settleAck)
+		if err := s.settle(tag, settleAck); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		w.mu.Lock()
+		ok := w.settled[5]
+		w.mu.Unlock()
+		if ok || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	w.mu.Lock()
+	if w.settled[2] {
+		t.Fatal("tag 2 acked while unfinished")
+	}
+	if !w.settled[5] {
+		t.Fatal("held acks were never sent")
+	}
+	w.mu.Unlock()
+	w.finish(2, settleAck)
+	if err := s.settle(2, settleAck); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if !w.settled[2] {
+		t.Fatal("tag 2 never acked")
+	}
+}
+
+// TestSettleAfterDeath: results for a dead session are dropped, never
+// sent, so they cannot ack another message on a newer channel.
+func TestSettleAfterDeath(t *testing.T) {
+	w := newFakeWire(t)
+	s := newSession(nil, w, zaptest.NewLogger(t), 8)
+	closed := make(chan *amqp.Error, 1)
+	done := make(chan struct{})
+	go func() { defer close(done); s.run(closed) }()
+	closed <- &amqp.Error{Code: 320, Reason: "connection forced"}
+	<-done
+	if err := s.settle(1, settleAck); err != ErrStale {
+		t.Fatalf("settle after death = %v, want ErrStale", err)
+	}
+	if w.acks != 0 {
+		t.Fatal("an ack was sent on a dead channel")
+	}
+}
