@@ -129,3 +129,13 @@ func CloseAllConnections(t testing.TB) {
 		t.Fatalf("rabbitmqctl close_all_connections: %v: %s", err, out)
 	}
 }
+
+// DeclareQueue declares a durable classic queue with no arguments.
+func (a *Admin) DeclareQueue(name string) {
+	a.t.Helper()
+	ch := a.channel()
+	defer ch.Close()
+	if _, err := ch.QueueDeclare(name, true, false, false, false, nil); err != nil {
+		a.t.Fatalf("declare %q: %v", name, err)
+	}
+}

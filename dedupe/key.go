@@ -1,0 +1,84 @@
+package dedupe
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+)
+
+// DefaultKeyPrefix is the key prefix Key uses when its prefix is empty.
+const DefaultKeyPrefix = "warren"
+
+// MaxKeyPartLen is the longest prefix, queue or id that Key keeps as it
+// is; a longer one is replaced by its hash.
+const MaxKeyPartLen = 200
+
+// MaxKeyLen is the longest key Key returns.
+const MaxKeyLen = 3*MaxKeyPartLen + len(":{:}")
+
+// hashedPartPrefix marks a part that Key replaced by its hash.
+const hashedPartPrefix = "h-"
+
+// Key returns the store key of message id from queue:
+//
+//	prefix + ":{" + queue + ":" + id + "}"
+//
+// The braces make queue and id a Redis Cluster hash tag. A queue or id is
+// replaced by "h-" and the first 32 hex digits of its SHA-256 when it is
+// longer than MaxKeyPartLen bytes, has a byte outside printable ASCII, has
+// one of "{", "}", ":" or a space, or itself starts with "h-" (so a hashed
+// part never equals a part kept as it is). The prefix is replaced the same
+// way when it is too long or has a byte outside printable ASCII, "{", "}"
+// or a space; ":" is allowed in it. An empty prefix means
+// DefaultKeyPrefix. The result is at most MaxKeyLen bytes long and has
+// exactly one "{" and one "}".
+func Key(prefix, queue, id string) string {
+	if prefix == "" {
+		prefix = DefaultKeyPrefix
+	}
+	return keyPrefix(prefix) + ":{" + keyPart(queue) + ":" + keyPart(id) + "}"
+}
+
+// BodyKeyID returns an id for a message that has no message id: "sha256-"
+// and the hex SHA-256 of body. Equal bodies get equal ids.
+func BodyKeyID(body []byte) string {
+	sum := sha256.Sum256(body)
+	return "sha256-" + hex.EncodeToString(sum[:])
+}
+
+// keyPrefix returns prefix, or its hash if it is unsafe in a key.
+func keyPrefix(prefix string) string {
+	if !isPlain(prefix, "{} ") {
+		return hashPart(prefix)
+	}
+	return prefix
+}
+
+// keyPart returns a queue or id, or its hash if it is unsafe in a key or
+// looks like a hash.
+func keyPart(s string) string {
+	if strings.HasPrefix(s, hashedPartPrefix) || !isPlain(s, "{}: ") {
+		return hashPart(s)
+	}
+	return s
+}
+
+// hashPart returns "h-" and the first 32 hex digits of the SHA-256 of s.
+func hashPart(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hashedPartPrefix + hex.EncodeToString(sum[:16])
+}
+
+// isPlain reports whether s is at most MaxKeyPartLen bytes of printable
+// ASCII without any byte of forbidden.
+func isPlain(s, forbidden string) bool {
+	if len(s) > MaxKeyPartLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e || strings.IndexByte(forbidden, s[i]) >= 0 {
+			return false
+		}
+	}
+	return true
+}

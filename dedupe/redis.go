@@ -1,0 +1,131 @@
+package dedupe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultOpTimeout bounds one RedisStore call when RedisConfig.OpTimeout is 0.
+const DefaultOpTimeout = 2 * time.Second
+
+// RedisConfig configures a RedisStore.
+type RedisConfig struct {
+	// OpTimeout bounds each call (one script round trip), on top of the
+	// caller's context. Default DefaultOpTimeout (2s); 0 means the default;
+	// negative is rejected. The bound covers socket reads only if the client
+	// has ContextTimeoutEnabled set, as clients built from ParseRedisURL do.
+	OpTimeout time.Duration
+}
+
+// RedisStore is a Store kept in Redis. Each transition is one Lua script
+// on one key, so it works on a single server, with Sentinel and on Cluster.
+// It is safe for concurrent use.
+type RedisStore struct {
+	client    redis.UniversalClient
+	opTimeout time.Duration
+}
+
+var _ Store = (*RedisStore)(nil)
+
+// NewRedis returns a store that uses client. It does no I/O; call Ping to
+// check the server. The store does not close client.
+func NewRedis(client redis.UniversalClient, cfg RedisConfig) (*RedisStore, error) {
+	if client == nil {
+		return nil, errors.New("dedupe: new redis store: nil client")
+	}
+	if cfg.OpTimeout < 0 {
+		return nil, fmt.Errorf("dedupe: new redis store: op timeout must not be negative, got %s", cfg.OpTimeout)
+	}
+	if cfg.OpTimeout == 0 {
+		cfg.OpTimeout = DefaultOpTimeout
+	}
+	return &RedisStore{client: client, opTimeout: cfg.OpTimeout}, nil
+}
+
+// Claim implements Store.
+func (s *RedisStore) Claim(ctx context.Context, key, owner string, lease time.Duration) (Status, error) {
+	if err := checkArgsDuration(opClaim, key, owner, "lease", lease); err != nil {
+		return 0, err
+	}
+	n, err := s.run(ctx, claimScript, opClaim, key, owner, millis(lease))
+	if err != nil {
+		return 0, err
+	}
+	switch n {
+	case replyOK:
+		return Claimed, nil
+	case replyDone:
+		return Done, nil
+	case replyInProgress:
+		return InProgress, nil
+	case replyForeign:
+		return 0, opError(opClaim, key, errors.New("key holds a value not written by this package"))
+	default:
+		return 0, opError(opClaim, key, fmt.Errorf("unexpected script reply %d", n))
+	}
+}
+
+// Extend implements Store.
+func (s *RedisStore) Extend(ctx context.Context, key, owner string, lease time.Duration) error {
+	if err := checkArgsDuration(opExtend, key, owner, "lease", lease); err != nil {
+		return err
+	}
+	return s.runOwned(ctx, extendScript, opExtend, key, owner, millis(lease))
+}
+
+// MarkDone implements Store.
+func (s *RedisStore) MarkDone(ctx context.Context, key, owner string, ttl time.Duration) error {
+	if err := checkArgsDuration(opMarkDone, key, owner, "ttl", ttl); err != nil {
+		return err
+	}
+	return s.runOwned(ctx, markDoneScript, opMarkDone, key, owner, millis(ttl))
+}
+
+// Release implements Store.
+func (s *RedisStore) Release(ctx context.Context, key, owner string) error {
+	if err := checkArgs(opRelease, key, owner); err != nil {
+		return err
+	}
+	return s.runOwned(ctx, releaseScript, opRelease, key, owner)
+}
+
+// Ping implements Store.
+func (s *RedisStore) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	if err := s.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("dedupe: ping: %w", err)
+	}
+	return nil
+}
+
+// runOwned runs a script that replies replyOK or replyNotOwner.
+func (s *RedisStore) runOwned(ctx context.Context, script *redis.Script, op, key string, args ...any) error {
+	n, err := s.run(ctx, script, op, key, args...)
+	if err != nil {
+		return err
+	}
+	switch n {
+	case replyOK:
+		return nil
+	case replyNotOwner:
+		return ErrNotOwner
+	default:
+		return opError(op, key, fmt.Errorf("unexpected script reply %d", n))
+	}
+}
+
+// run runs script on key with the op timeout and returns its integer reply.
+func (s *RedisStore) run(ctx context.Context, script *redis.Script, op, key string, args ...any) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	n, err := script.Run(ctx, s.client, []string{key}, args...).Int64()
+	if err != nil {
+		return 0, opError(op, key, err)
+	}
+	return n, nil
+}

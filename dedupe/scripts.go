@@ -1,0 +1,67 @@
+package dedupe
+
+import "github.com/redis/go-redis/v9"
+
+// Stored values. A processing key holds valueProcessingPrefix followed by
+// the owner token and expires after the lease; a done key holds valueDone
+// and expires after the done TTL. The scripts below spell the same values.
+const (
+	valueProcessingPrefix = "p:"
+	valueDone             = "d"
+)
+
+// Replies of the scripts.
+const (
+	replyForeign    = 0 // claim: the key holds a value this package did not write
+	replyNotOwner   = 0 // extend, mark done, release: owner does not hold the claim
+	replyOK         = 1 // claim: claimed; others: the transition happened
+	replyDone       = 2 // claim: the key is done
+	replyInProgress = 3 // claim: another owner holds the claim
+)
+
+// claimScript: KEYS[1] key, ARGV[1] owner, ARGV[2] lease in ms.
+var claimScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], 'p:' .. ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if v == 'd' then
+  return 2
+end
+if v == 'p:' .. ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if string.sub(v, 1, 2) == 'p:' then
+  return 3
+end
+return 0
+`)
+
+// extendScript: KEYS[1] key, ARGV[1] owner, ARGV[2] lease in ms.
+var extendScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= 'p:' .. ARGV[1] then
+  return 0
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+`)
+
+// markDoneScript: KEYS[1] key, ARGV[1] owner, ARGV[2] ttl in ms.
+var markDoneScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= 'p:' .. ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], 'd', 'PX', ARGV[2])
+return 1
+`)
+
+// releaseScript: KEYS[1] key, ARGV[1] owner.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= 'p:' .. ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+return 1
+`)

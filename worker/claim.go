@@ -1,0 +1,67 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/warrenmq/warren/dedupe"
+)
+
+// keepClaim extends the claim while a handler runs longer than a third of
+// the lease. It returns a function that stops it and waits.
+func (r *runner) keepClaim(key, owner string) (stop func()) {
+	lease := r.w.cfg.DedupeLease
+	if lease > r.route.Timeout+5*time.Second {
+		return func() {} // the claim outlives any handler run
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(lease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				err := r.store.Extend(ctx, key, owner, lease)
+				if err != nil && ctx.Err() == nil {
+					r.log.Warn("extending the dedupe claim failed", zap.String("key", key), zap.Error(err))
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// markDone records success. It tries a few times; if the store stays
+// unreachable the message is acked all the same (its effect has happened,
+// and redelivering it would repeat the effect), and a warning says that a
+// later duplicate of it will not be caught.
+func (r *runner) markDone(hctx context.Context, key, owner string) {
+	wait := 50 * time.Millisecond
+	for try := 1; ; try++ {
+		err := r.store.MarkDone(hctx, key, owner, r.w.cfg.DedupeTTL)
+		r.w.health.storeResult(err)
+		switch {
+		case err == nil:
+			return
+		case errors.Is(err, dedupe.ErrNotOwner):
+			r.log.Warn("dedupe claim expired before the handler finished; raise WARREN_DEDUPE_LEASE", zap.String("key", key))
+			return
+		case try == 3:
+			r.log.Warn("done mark not stored; a duplicate of this message will run again", zap.String("key", key), zap.Error(err))
+			return
+		}
+		select {
+		case <-time.After(wait):
+		case <-hctx.Done():
+			return
+		}
+		wait *= 4
+	}
+}

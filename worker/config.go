@@ -1,0 +1,296 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+	"go.uber.org/zap"
+
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/dedupe"
+	"github.com/warrenmq/warren/internal/redact"
+	"github.com/warrenmq/warren/retry"
+)
+
+// Defaults for Config. The environment defaults are the same values.
+const (
+	DefaultAMQPURL         = "amqp://guest:guest@127.0.0.1:5672/"
+	DefaultRedisURL        = "redis://127.0.0.1:6379/0"
+	DefaultConcurrency     = 8
+	DefaultHandlerTimeout  = 30 * time.Second
+	DefaultShutdownTimeout = 30 * time.Second
+	DefaultDedupeTTL       = 24 * time.Hour
+	DefaultQueueType       = broker.Quorum
+	DefaultDeliveryLimit   = 20
+	DefaultLogLevel        = "info"
+	DefaultLogFormat       = "json"
+	// EnvPrefix prefixes every environment variable: WARREN_AMQP_URL, ...
+	EnvPrefix = "WARREN"
+)
+
+// Dedupe modes.
+const (
+	DedupeOn  = "on"
+	DedupeOff = "off"
+)
+
+// Config configures a Worker. Build it in code, or read it from the
+// environment with FromEnv; New fills zero fields with the defaults.
+type Config struct {
+	// AMQPURL is the broker, amqp:// or amqps://. "" means DefaultAMQPURL.
+	AMQPURL string `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
+	// RedisURL is the dedupe store: redis:// or rediss://. "" means
+	// DefaultRedisURL. Unused when Dedupe is off or Store is set.
+	RedisURL string `envconfig:"REDIS_URL" default:"redis://127.0.0.1:6379/0"`
+
+	// Concurrency is how many handlers run at once per route.
+	// 0 means DefaultConcurrency.
+	Concurrency int `envconfig:"CONCURRENCY" default:"8"`
+	// Prefetch is how many unacked messages the broker sends ahead per
+	// route. 0 means twice the route's concurrency.
+	Prefetch int `envconfig:"PREFETCH" default:"0"`
+
+	// RetryDelays are the delay tiers of broker-side retries, ascending.
+	// nil means retry.DefaultDelays (1s,10s,1m,10m).
+	RetryDelays []time.Duration `envconfig:"RETRY_DELAYS" default:"1s,10s,1m,10m"`
+	// MaxAttempts is the number of handler runs, the first included,
+	// before a message is dead-lettered. 0 means retry.DefaultMaxAttempts.
+	MaxAttempts int `envconfig:"MAX_ATTEMPTS" default:"5"`
+	// HandlerTimeout bounds one handler run. 0 means DefaultHandlerTimeout.
+	HandlerTimeout time.Duration `envconfig:"HANDLER_TIMEOUT" default:"30s"`
+	// ShutdownTimeout bounds the drain after Run's context ends; then
+	// handler contexts are cancelled. 0 means DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s"`
+
+	// Dedupe is "on" or "off". "" means on.
+	Dedupe string `envconfig:"DEDUPE" default:"on"`
+	// DedupeTTL is how long a done mark is kept. 0 means DefaultDedupeTTL.
+	DedupeTTL time.Duration `envconfig:"DEDUPE_TTL" default:"24h"`
+	// DedupeLease is how long a claim holds without being extended.
+	// 0 means the handler timeout plus 10s.
+	DedupeLease time.Duration `envconfig:"DEDUPE_LEASE" default:"0s"`
+	// DedupePrefix starts every dedupe key. "" means dedupe.DefaultKeyPrefix.
+	DedupePrefix string `envconfig:"DEDUPE_PREFIX" default:"warren"`
+	// DedupeFailOpen processes messages without a claim while the store
+	// is unreachable. false (the default) means fail closed: messages wait
+	// on the broker until the store is back.
+	DedupeFailOpen bool `envconfig:"DEDUPE_FAIL_OPEN" default:"false"`
+
+	// QueueType is classic or quorum for the queues warren declares.
+	// "" means DefaultQueueType (quorum).
+	QueueType broker.QueueType `envconfig:"QUEUE_TYPE" default:"quorum"`
+	// DeliveryLimit is the x-delivery-limit of quorum queues: after this
+	// many deliveries without a result (crashes, requeues) the broker
+	// dead-letters the message. 0 means DefaultDeliveryLimit.
+	DeliveryLimit int `envconfig:"DELIVERY_LIMIT" default:"20"`
+
+	// LogLevel is debug, info, warn or error. "" means info.
+	LogLevel string `envconfig:"LOG_LEVEL" default:"info"`
+	// LogFormat is json or console. "" means json.
+	LogFormat string `envconfig:"LOG_FORMAT" default:"json"`
+	// HealthAddr serves /livez and /readyz. "" means no health server.
+	HealthAddr string `envconfig:"HEALTH_ADDR" default:""`
+	// MetricsAddr serves Prometheus /metrics. "" means no metrics server.
+	MetricsAddr string `envconfig:"METRICS_ADDR" default:""`
+
+	// Logger receives all logs. nil means a logger built from LogLevel
+	// and LogFormat.
+	Logger *zap.Logger `ignored:"true"`
+	// Store replaces the Redis dedupe store, for tests and custom stores.
+	Store dedupe.Store `ignored:"true"`
+}
+
+// FromEnv reads the configuration from WARREN_* environment variables,
+// applying the defaults for unset ones, and validates it. Errors name the
+// variable.
+func FromEnv() (Config, error) {
+	var c Config
+	if err := envconfig.Process(EnvPrefix, &c); err != nil {
+		return Config{}, envError(err)
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// envError turns envconfig's error into one that names the variable first.
+func envError(err error) error {
+	var pe *envconfig.ParseError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s_%s: cannot parse %q as %s: %w", EnvPrefix, pe.KeyName, redactValue(pe.KeyName, pe.Value), pe.TypeName, pe.Err)
+	}
+	return fmt.Errorf("reading the environment: %w", err)
+}
+
+// redactValue hides URL passwords in values echoed back in errors.
+func redactValue(key, v string) string {
+	if strings.HasSuffix(key, "URL") {
+		return redact.URL(v)
+	}
+	return v
+}
+
+// withDefaults fills zero fields.
+func (c Config) withDefaults() Config {
+	if c.AMQPURL == "" {
+		c.AMQPURL = DefaultAMQPURL
+	}
+	if c.RedisURL == "" {
+		c.RedisURL = DefaultRedisURL
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.RetryDelays == nil {
+		c.RetryDelays = retry.DefaultDelays()
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = retry.DefaultMaxAttempts
+	}
+	if c.HandlerTimeout == 0 {
+		c.HandlerTimeout = DefaultHandlerTimeout
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.Dedupe == "" {
+		c.Dedupe = DedupeOn
+	}
+	if c.DedupeTTL == 0 {
+		c.DedupeTTL = DefaultDedupeTTL
+	}
+	if c.DedupeLease == 0 {
+		c.DedupeLease = c.HandlerTimeout + 10*time.Second
+	}
+	if c.DedupePrefix == "" {
+		c.DedupePrefix = dedupe.DefaultKeyPrefix
+	}
+	if c.QueueType == "" {
+		c.QueueType = DefaultQueueType
+	}
+	if c.DeliveryLimit == 0 {
+		c.DeliveryLimit = DefaultDeliveryLimit
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = DefaultLogLevel
+	}
+	if c.LogFormat == "" {
+		c.LogFormat = DefaultLogFormat
+	}
+	return c
+}
+
+// Validate checks every field after defaults are applied. Each error names
+// the environment variable of the field.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	checks := []func() error{
+		func() error { return checkURL("AMQP_URL", c.AMQPURL, "amqp", "amqps") },
+		func() error { return checkRedisURL(c) },
+		func() error { return checkRange("CONCURRENCY", c.Concurrency, 1, 10000) },
+		func() error { return checkRange("PREFETCH", c.Prefetch, 0, 65535) },
+		func() error {
+			return wrapVar("RETRY_DELAYS", retry.Policy{Delays: c.RetryDelays, MaxAttempts: c.MaxAttempts}.Validate())
+		},
+		func() error { return checkRange("MAX_ATTEMPTS", c.MaxAttempts, 1, retry.MaxAttemptValue) },
+		func() error { return checkPositive("HANDLER_TIMEOUT", c.HandlerTimeout) },
+		func() error { return checkPositive("SHUTDOWN_TIMEOUT", c.ShutdownTimeout) },
+		func() error { return checkOneOf("DEDUPE", c.Dedupe, DedupeOn, DedupeOff) },
+		func() error { return checkPositive("DEDUPE_TTL", c.DedupeTTL) },
+		func() error { return checkPositive("DEDUPE_LEASE", c.DedupeLease) },
+		func() error {
+			return checkOneOf("QUEUE_TYPE", string(c.QueueType), string(broker.Classic), string(broker.Quorum))
+		},
+		func() error { return checkRange("DELIVERY_LIMIT", c.DeliveryLimit, 1, 1_000_000) },
+		func() error { return checkOneOf("LOG_LEVEL", c.LogLevel, "debug", "info", "warn", "error") },
+		func() error { return checkOneOf("LOG_FORMAT", c.LogFormat, "json", "console") },
+	}
+	for _, check := range checks {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func wrapVar(name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s_%s: %w", EnvPrefix, name, err)
+}
+
+func checkURL(name, raw string, schemes ...string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("%s_%s: %s is not a valid URL", EnvPrefix, name, redact.URL(raw))
+	}
+	if err := checkOneOf(name, u.Scheme, schemes...); err != nil {
+		return fmt.Errorf("%s_%s: scheme of %s must be one of %s", EnvPrefix, name, redact.URL(raw), strings.Join(schemes, ", "))
+	}
+	if u.Host == "" {
+		return fmt.Errorf("%s_%s: %s has no host", EnvPrefix, name, redact.URL(raw))
+	}
+	return nil
+}
+
+func checkRedisURL(c Config) error {
+	if c.Dedupe == DedupeOff || c.Store != nil {
+		return nil
+	}
+	if _, err := dedupe.ParseRedisURL(c.RedisURL); err != nil {
+		return wrapVar("REDIS_URL", err)
+	}
+	return nil
+}
+
+func checkRange(name string, v, lo, hi int) error {
+	if v < lo || v > hi {
+		return fmt.Errorf("%s_%s: must be between %d and %d, got %d", EnvPrefix, name, lo, hi, v)
+	}
+	return nil
+}
+
+func checkPositive(name string, d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("%s_%s: must be a positive duration, got %s", EnvPrefix, name, d)
+	}
+	return nil
+}
+
+func checkOneOf(name, v string, allowed ...string) error {
+	for _, a := range allowed {
+		if v == a {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s_%s: must be one of %s, got %q", EnvPrefix, name, strings.Join(allowed, ", "), v)
+}
+
+// logFields are the effective settings, secrets redacted, logged once at
+// start.
+func (c Config) logFields() []zap.Field {
+	return []zap.Field{
+		zap.String("amqp_url", redact.URL(c.AMQPURL)),
+		zap.String("redis_url", redact.URL(c.RedisURL)),
+		zap.Int("concurrency", c.Concurrency),
+		zap.Int("prefetch", c.Prefetch),
+		zap.Durations("retry_delays", c.RetryDelays),
+		zap.Int("max_attempts", c.MaxAttempts),
+		zap.Duration("handler_timeout", c.HandlerTimeout),
+		zap.Duration("shutdown_timeout", c.ShutdownTimeout),
+		zap.String("dedupe", c.Dedupe),
+		zap.Duration("dedupe_ttl", c.DedupeTTL),
+		zap.Duration("dedupe_lease", c.DedupeLease),
+		zap.Bool("dedupe_fail_open", c.DedupeFailOpen),
+		zap.String("queue_type", string(c.QueueType)),
+		zap.Int("delivery_limit", c.DeliveryLimit),
+		zap.String("health_addr", c.HealthAddr),
+		zap.String("metrics_addr", c.MetricsAddr),
+	}
+}

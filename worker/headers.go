@@ -1,0 +1,130 @@
+package worker
+
+import (
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/dedupe"
+	"github.com/warrenmq/warren/retry"
+)
+
+// Headers warren writes on retry copies and dead letters.
+const (
+	HeaderError            = "warren-error"
+	HeaderErrorKind        = "warren-error-kind"
+	HeaderDeadLetterReason = "warren-dead-letter-reason"
+	HeaderQueue            = "warren-queue"
+	HeaderHandler          = "warren-handler"
+	HeaderOriginalExchange = "warren-original-exchange"
+	HeaderOriginalKey      = "warren-original-routing-key"
+	HeaderAttempts         = "warren-attempts"
+	HeaderFirstFailure     = "warren-first-failure"
+	HeaderLastFailure      = "warren-last-failure"
+	HeaderHost             = "warren-host"
+)
+
+// MaxErrorHeader bounds the error text written into a header, in bytes.
+const MaxErrorHeader = 1024
+
+// brokerHeaders are set by the broker on dead-lettering; copies drop them
+// so they do not pile up, and nothing here ever counts attempts with them.
+var brokerHeaders = []string{"x-death", "x-first-death-exchange", "x-first-death-queue",
+	"x-first-death-reason", "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count"}
+
+// delivery builds the handler's view of bd.
+func (r *runner) delivery(bd *broker.Delivery) *Delivery {
+	d := &Delivery{
+		Message:     bd.Message,
+		Queue:       bd.Queue,
+		Exchange:    bd.Exchange,
+		RoutingKey:  bd.RoutingKey,
+		Redelivered: bd.Redelivered,
+		MaxAttempts: r.route.Retry.MaxAttempts,
+	}
+	if ex, ok := bd.Headers[HeaderOriginalExchange].(string); ok {
+		d.Exchange = ex
+	}
+	if key, ok := bd.Headers[HeaderOriginalKey].(string); ok {
+		d.RoutingKey = key
+	}
+	id := ""
+	if r.route.DedupeKey != nil {
+		id = r.route.DedupeKey(d)
+	}
+	if id == "" {
+		id = bd.MessageID
+	}
+	if id == "" {
+		id = dedupe.BodyKeyID(bd.Body)
+	}
+	d.IdempotencyKey = dedupe.Key(r.w.cfg.DedupePrefix, r.route.Queue, id)
+	return d
+}
+
+// copyHeaders returns the headers of bd without the broker's
+// dead-lettering headers, with the original exchange and routing key kept.
+func copyHeaders(bd *broker.Delivery, d *Delivery) map[string]any {
+	h := make(map[string]any, len(bd.Headers)+10)
+	for k, v := range bd.Headers {
+		h[k] = v
+	}
+	for _, k := range brokerHeaders {
+		delete(h, k)
+	}
+	h[HeaderOriginalExchange] = d.Exchange
+	h[HeaderOriginalKey] = d.RoutingKey
+	return h
+}
+
+// failureHeaders records a failure on h.
+func (r *runner) failureHeaders(h map[string]any, dec decision, attempt int) {
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	if _, ok := h[HeaderFirstFailure].(string); !ok {
+		h[HeaderFirstFailure] = now
+	}
+	h[HeaderLastFailure] = now
+	h[HeaderError] = cut(errText(dec.err), MaxErrorHeader)
+	h[HeaderErrorKind] = dec.kind
+	h[HeaderQueue] = r.route.Queue
+	h[HeaderHandler] = r.route.Name
+	h[HeaderAttempts] = int32(attempt)
+	h[HeaderHost] = r.host
+}
+
+// retryMessage is the copy published to a delay tier.
+func (r *runner) retryMessage(bd *broker.Delivery, d *Delivery, dec decision) broker.Message {
+	m := bd.Message
+	h := copyHeaders(bd, d)
+	next := d.Attempt
+	if dec.spend {
+		next++
+		r.failureHeaders(h, dec, d.Attempt)
+	}
+	m.Headers = retry.SetAttempt(h, next)
+	return m
+}
+
+// deadLetter is the message published to the dead-letter queue: the body
+// and properties unchanged, with the failure written in headers.
+func (r *runner) deadLetter(bd *broker.Delivery, d *Delivery, dec decision) broker.Message {
+	m := bd.Message
+	h := copyHeaders(bd, d)
+	r.failureHeaders(h, dec, d.Attempt)
+	h[HeaderDeadLetterReason] = dec.reason
+	m.Headers = h
+	return m
+}
+
+// cut shortens s to at most n bytes on a rune boundary.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n-len("…")]
+	for !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return strings.TrimRight(s, " ") + "…"
+}

@@ -1,0 +1,36 @@
+package worker
+
+import "sync/atomic"
+
+// health tracks what readiness depends on.
+type health struct {
+	running   atomic.Bool
+	storeUsed atomic.Bool
+	storeDown atomic.Bool
+	conns     atomic.Pointer[[]func() bool]
+}
+
+func (h *health) setRunning(v bool) { h.running.Store(v) }
+func (h *health) setStoreUsed()     { h.storeUsed.Store(true) }
+
+// storeResult records whether the last store call reached the store.
+func (h *health) storeResult(err error) { h.storeDown.Store(err != nil) }
+
+func (h *health) setConns(connected ...func() bool) { h.conns.Store(&connected) }
+
+func (h *health) ready() bool {
+	if !h.running.Load() {
+		return false
+	}
+	if h.storeUsed.Load() && h.storeDown.Load() {
+		return false
+	}
+	if cs := h.conns.Load(); cs != nil {
+		for _, c := range *cs {
+			if !c() {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,0 +1,131 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"runtime/debug"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/dedupe"
+	"github.com/warrenmq/warren/retry"
+)
+
+// decision is what to do with a message after its handler ran.
+type decision struct {
+	outcome Outcome
+	delay   time.Duration // retry: the tier
+	spend   bool          // retry: count an attempt
+	kind    string        // failure kind
+	reason  string        // dead letter: why
+	err     error
+	release func() // gives up the dedupe claim, once the result is stored
+	stale   bool   // the ack was dropped: the channel closed meanwhile
+}
+
+// process walks one message from delivery to settlement.
+func (r *runner) process(hctx context.Context, bd *broker.Delivery) {
+	start := time.Now()
+	d := r.delivery(bd)
+	attempt, aerr := retry.Attempt(bd.Headers)
+	d.Attempt = attempt
+	var dec decision
+	switch {
+	case aerr != nil:
+		d.Attempt = 1
+		dec = decision{outcome: OutcomeDeadLetter, kind: KindBadAttempt, reason: KindBadAttempt, err: aerr}
+	case r.store != nil:
+		dec = r.processClaimed(hctx, d)
+	default:
+		dec = r.decide(r.call(hctx, d), d.Attempt)
+	}
+	final := r.settle(hctx, bd, d, dec)
+	r.logEvent(d, final, time.Since(start))
+}
+
+// processClaimed runs the handler under a dedupe claim.
+func (r *runner) processClaimed(hctx context.Context, d *Delivery) decision {
+	owner := broker.NewMessageID()
+	status, err := r.store.Claim(hctx, d.IdempotencyKey, owner, r.w.cfg.DedupeLease)
+	r.w.health.storeResult(err)
+	switch {
+	case err != nil && r.w.cfg.DedupeFailOpen:
+		r.log.Warn("dedupe store unreachable, processing without a claim", zap.Error(err))
+		return r.decide(r.call(hctx, d), d.Attempt)
+	case err != nil:
+		return r.backoffUnspent(r.route.Retry.Delays[0], err, "dedupe store unreachable")
+	case status == dedupe.Done:
+		return decision{outcome: OutcomeDuplicate}
+	case status == dedupe.InProgress:
+		return r.backoffUnspent(r.route.Retry.Delays[0], errors.New("message is being processed elsewhere"), "in_progress")
+	}
+	stop := r.keepClaim(d.IdempotencyKey, owner)
+	dec := r.decide(r.call(hctx, d), d.Attempt)
+	stop()
+	if dec.outcome == OutcomeAck {
+		r.markDone(hctx, d.IdempotencyKey, owner)
+		return dec
+	}
+	// Release after the copy is stored, so that a redelivery of this
+	// message meanwhile still finds the claim.
+	dec.release = func() {
+		if err := r.store.Release(hctx, d.IdempotencyKey, owner); err != nil && !errors.Is(err, dedupe.ErrNotOwner) {
+			r.log.Warn("dedupe release failed; the claim expires with its lease", zap.Error(err))
+		}
+	}
+	return dec
+}
+
+// backoffUnspent sends the message round a delay tier without counting an
+// attempt.
+func (r *runner) backoffUnspent(delay time.Duration, err error, why string) decision {
+	return decision{outcome: OutcomeRetry, delay: delay, kind: why, err: err}
+}
+
+// call runs the handler with its timeout, recovering a panic.
+func (r *runner) call(hctx context.Context, d *Delivery) (err error) {
+	ctx, cancel := context.WithTimeout(hctx, r.route.Timeout)
+	defer cancel()
+	ctx = withLogger(ctx, r.log.With(messageFields(d)...))
+	defer func() {
+		if v := recover(); v != nil {
+			err = &PanicError{Value: v, Stack: debug.Stack()}
+			r.log.Error("handler panicked", append(messageFields(d), zap.Any("panic", v), zap.ByteString("stack", err.(*PanicError).Stack))...)
+		}
+	}()
+	err = r.h.Handle(ctx, d)
+	if err != nil && ctx.Err() == context.DeadlineExceeded && hctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		err = &timeoutError{after: r.route.Timeout, err: err}
+	}
+	return err
+}
+
+// decide maps a handler result to a decision.
+func (r *runner) decide(err error, attempt int) decision {
+	if err == nil {
+		return decision{outcome: OutcomeAck}
+	}
+	var (
+		dis *DiscardError
+		ra  *RetryAfterError
+	)
+	kind := kindOf(err)
+	switch {
+	case errors.As(err, &dis):
+		return decision{outcome: OutcomeDiscard, err: err}
+	case kind == KindPermanent || kind == KindDecode:
+		return decision{outcome: OutcomeDeadLetter, kind: kind, reason: kind, err: err}
+	case errors.As(err, &ra):
+		if attempt >= r.route.Retry.MaxAttempts {
+			return decision{outcome: OutcomeDeadLetter, kind: kind, reason: KindExhausted, err: err}
+		}
+		return decision{outcome: OutcomeRetry, delay: r.route.Retry.TierFor(ra.Delay), spend: true, kind: kind, err: err}
+	}
+	delay, ok := r.route.Retry.Next(attempt)
+	if !ok {
+		return decision{outcome: OutcomeDeadLetter, kind: kind, reason: KindExhausted, err: err}
+	}
+	return decision{outcome: OutcomeRetry, delay: delay, spend: true, kind: kind, err: err}
+}

@@ -1,0 +1,82 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/dedupe"
+)
+
+// copyTimeout bounds publishing a retry copy or a dead letter.
+const copyTimeout = 30 * time.Second
+
+// runner runs one route: a consumer and Concurrency handler goroutines
+// reading from it. Handlers finish before the consumer closes, so every
+// result is settled on the channel that delivered it.
+type runner struct {
+	w     *Worker
+	route Route
+	h     Handler
+	log   *zap.Logger
+	pub   *broker.Publisher
+	conn  *broker.Conn
+	store dedupe.Store // nil when dedupe is off for the route
+	host  string
+
+	cons *broker.Consumer
+	wg   sync.WaitGroup
+}
+
+func newRunner(w *Worker, rt *runtime, r Route, h Handler) *runner {
+	host, _ := os.Hostname()
+	run := &runner{
+		w: w, route: r, h: h,
+		log:  w.log.Named("worker").With(zap.String("queue", r.Queue)),
+		pub:  rt.pub,
+		conn: rt.consume,
+		host: host,
+	}
+	if r.Dedupe == DedupeOn {
+		run.store = rt.store
+	}
+	return run
+}
+
+func (r *runner) start(hctx context.Context) error {
+	cons, err := r.conn.Consume(broker.ConsumerConfig{Queue: r.route.Queue, Prefetch: r.route.Prefetch})
+	if err != nil {
+		return fmt.Errorf("route %q: %w", r.route.Queue, err)
+	}
+	r.cons = cons
+	for i := 0; i < r.route.Concurrency; i++ {
+		r.wg.Add(1)
+		go r.loop(hctx)
+	}
+	return nil
+}
+
+func (r *runner) loop(hctx context.Context) {
+	defer r.wg.Done()
+	for d := range r.cons.Deliveries() {
+		r.process(hctx, d)
+	}
+}
+
+// wait returns when every handler goroutine has ended (after Stop).
+func (r *runner) wait() { r.wg.Wait() }
+
+// close stops the consumer, waits for the handlers and flushes the acks.
+func (r *runner) close() {
+	if r.cons == nil {
+		return
+	}
+	r.cons.Stop()
+	r.wg.Wait()
+	_ = r.cons.Close()
+}

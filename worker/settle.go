@@ -1,0 +1,75 @@
+package worker
+
+import (
+	"context"
+	"errors"
+
+	"go.uber.org/zap"
+
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/retry"
+)
+
+// settle carries out dec: it stores what replaces the message (a retry
+// copy or a dead letter) and only then acks it. It returns the decision
+// that was applied in the end, which differs from dec when a copy could
+// not be stored.
+func (r *runner) settle(hctx context.Context, bd *broker.Delivery, d *Delivery, dec decision) decision {
+	var err error
+	switch dec.outcome {
+	case OutcomeRetry:
+		err = r.publishCopy(hctx, retry.TierQueue(r.route.Queue, dec.delay), r.retryMessage(bd, d, dec))
+	case OutcomeDeadLetter:
+		err = r.publishCopy(hctx, retry.DLQ(r.route.Queue), r.deadLetter(bd, d, dec))
+	}
+	if err != nil {
+		return r.copyFailed(hctx, bd, d, dec, err)
+	}
+	if dec.release != nil {
+		dec.release()
+	}
+	dec.stale = errors.Is(bd.Ack(), broker.ErrStale)
+	return dec
+}
+
+func (r *runner) publishCopy(hctx context.Context, queue string, m broker.Message) error {
+	ctx, cancel := context.WithTimeout(hctx, copyTimeout)
+	defer cancel()
+	return r.pub.Publish(ctx, "", queue, m)
+}
+
+// copyFailed handles a retry copy or dead letter that the broker did not
+// confirm. The original is never acked then. When the broker refused the
+// copy itself (too large, or its queue is gone), a retry becomes a dead
+// letter, and a dead letter falls back to the broker's own dead-lettering
+// (a reject, which the queue routes to its .dlq). Otherwise the message is
+// requeued and comes back.
+func (r *runner) copyFailed(hctx context.Context, bd *broker.Delivery, d *Delivery, dec decision, err error) decision {
+	r.log.Warn("storing the message's copy failed", append(messageFields(d), zap.String("copy", string(dec.outcome)), zap.Error(err))...)
+	if dec.release != nil {
+		defer dec.release()
+	}
+	if !refused(err) {
+		dec.outcome, dec.err = OutcomeRequeue, err
+		dec.stale = errors.Is(bd.Nack(true), broker.ErrStale)
+		return dec
+	}
+	if dec.outcome == OutcomeRetry {
+		dl := decision{outcome: OutcomeDeadLetter, kind: dec.kind, reason: KindUnpublished, err: errors.Join(dec.err, err), release: dec.release}
+		dec.release = nil
+		return r.settle(hctx, bd, d, dl)
+	}
+	dec.reason, dec.err = KindUnpublished, errors.Join(dec.err, err)
+	dec.stale = errors.Is(bd.Nack(false), broker.ErrStale)
+	return dec
+}
+
+// refused reports a publish error caused by the message or its target,
+// which publishing the same message again would not fix.
+func refused(err error) bool {
+	var (
+		ce *broker.ChannelError
+		ue *broker.UnroutableError
+	)
+	return errors.As(err, &ce) || errors.As(err, &ue)
+}

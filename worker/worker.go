@@ -1,0 +1,279 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/dedupe"
+)
+
+// ErrNotRunning is returned by Publish when Run has not connected yet or
+// has returned.
+var ErrNotRunning = errors.New("worker: not running")
+
+// Worker runs the handlers of its routes. Configure it with New and
+// Handle, then call Run.
+type Worker struct {
+	cfg Config
+	log *zap.Logger
+	own bool // the logger was built here and is synced at the end
+
+	mu      sync.Mutex
+	mws     []Middleware
+	routes  []Route
+	running bool
+
+	pub     atomic.Pointer[broker.Publisher]
+	started chan struct{}
+	health  health
+}
+
+// New validates cfg, fills its defaults and returns a worker.
+func New(cfg Config) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	w := &Worker{cfg: cfg, log: cfg.Logger, started: make(chan struct{})}
+	if w.log == nil {
+		log, err := NewLogger(cfg.LogLevel, cfg.LogFormat)
+		if err != nil {
+			return nil, err
+		}
+		w.log, w.own = log, true
+	}
+	return w, nil
+}
+
+// Config returns the effective configuration, defaults filled in.
+func (w *Worker) Config() Config { return w.cfg }
+
+// Logger returns the worker's logger.
+func (w *Worker) Logger() *zap.Logger { return w.log }
+
+// Use adds middleware for every route. Call it before Run.
+func (w *Worker) Use(mws ...Middleware) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.mws = append(w.mws, mws...)
+}
+
+// Handle adds a route. Call it before Run.
+func (w *Worker) Handle(r Route) error {
+	r, err := r.resolve(w.cfg)
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.running {
+		return fmt.Errorf("route %q: add routes before Run", r.Queue)
+	}
+	for _, o := range w.routes {
+		if o.Queue == r.Queue {
+			return fmt.Errorf("route %q: the queue already has a route", r.Queue)
+		}
+	}
+	w.routes = append(w.routes, r)
+	return nil
+}
+
+// Publish publishes through the worker's confirmed publisher; see
+// broker.Publisher.Publish. It waits for Run to connect, until ctx ends.
+func (w *Worker) Publish(ctx context.Context, exchange, key string, msg broker.Message) error {
+	select {
+	case <-w.started:
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the worker to start: %w", ctx.Err())
+	}
+	p := w.pub.Load()
+	if p == nil {
+		return ErrNotRunning
+	}
+	return p.Publish(ctx, exchange, key, msg)
+}
+
+// Ready reports whether the worker is processing: connected to the
+// broker, consuming every route, and, with dedupe, the store answering.
+func (w *Worker) Ready() bool { return w.health.ready() }
+
+// Run connects, declares every route's topology, and processes messages
+// until ctx ends. Then it drains: consumers are cancelled, prefetched
+// messages that no handler started go back to their queues, handlers in
+// flight get ShutdownTimeout to finish (then their contexts are
+// cancelled), their results are acked, and every connection is closed.
+// Run returns nil after a drain, or the error that stopped start-up.
+func (w *Worker) Run(ctx context.Context) error {
+	routes, mws, err := w.begin()
+	if err != nil {
+		return err
+	}
+	defer w.end()
+	w.log.Info("starting", append(w.cfg.logFields(), zap.Int("routes", len(routes)))...)
+	rt, err := w.connect(ctx, routes)
+	if err != nil {
+		return err
+	}
+	defer rt.close()
+	w.health.setConns(rt.consume.Connected, rt.publish.Connected)
+	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHandlers()
+	runners := make([]*runner, len(routes))
+	for i, r := range routes {
+		runners[i] = newRunner(w, rt, r, chain(r.Handler, append(append([]Middleware(nil), mws...), r.Middleware...)...))
+		if err := runners[i].start(hctx); err != nil {
+			stopAll(runners[:i])
+			return err
+		}
+	}
+	w.pub.Store(rt.pub)
+	w.health.setRunning(true)
+	close(w.started)
+	w.log.Info("running")
+	<-ctx.Done()
+	w.health.setRunning(false)
+	w.drain(runners, cancelHandlers)
+	return nil
+}
+
+func (w *Worker) begin() ([]Route, []Middleware, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.running {
+		return nil, nil, errors.New("worker: Run called twice")
+	}
+	if len(w.routes) == 0 {
+		return nil, nil, errors.New("worker: no routes; call Handle before Run")
+	}
+	w.running = true
+	return append([]Route(nil), w.routes...), append([]Middleware(nil), w.mws...), nil
+}
+
+func (w *Worker) end() {
+	w.pub.Store(nil)
+	w.log.Info("stopped")
+	if w.own {
+		_ = w.log.Sync()
+	}
+}
+
+// drain stops consuming, waits for handlers within the shutdown timeout,
+// then cancels what is left and waits for it too.
+func (w *Worker) drain(runners []*runner, cancelHandlers context.CancelFunc) {
+	w.log.Info("draining", zap.Duration("timeout", w.cfg.ShutdownTimeout))
+	var stopped sync.WaitGroup
+	for _, r := range runners {
+		stopped.Add(1)
+		go func() { defer stopped.Done(); r.cons.Stop() }()
+	}
+	stopped.Wait()
+	done := make(chan struct{})
+	go func() {
+		for _, r := range runners {
+			r.wait()
+		}
+		close(done)
+	}()
+	t := time.NewTimer(w.cfg.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		w.log.Warn("shutdown timeout reached, cancelling handlers still running")
+		cancelHandlers()
+		<-done
+	}
+	stopAll(runners)
+}
+
+func stopAll(runners []*runner) {
+	for _, r := range runners {
+		r.close()
+	}
+}
+
+// runtime is what Run connects: a connection for consuming, one for
+// publishing (so that flow control on publishes never holds up acks), the
+// publisher, and the dedupe store.
+type runtime struct {
+	consume *broker.Conn
+	publish *broker.Conn
+	pub     *broker.Publisher
+	store   dedupe.Store
+	redis   redis.UniversalClient
+}
+
+func (w *Worker) connect(ctx context.Context, routes []Route) (*runtime, error) {
+	rt := &runtime{}
+	if err := w.connectInto(ctx, rt, routes); err != nil {
+		rt.close()
+		return nil, err
+	}
+	return rt, nil
+}
+
+func (w *Worker) connectInto(ctx context.Context, rt *runtime, routes []Route) (err error) {
+	bc := broker.Config{URL: w.cfg.AMQPURL, Logger: w.log}
+	bc.Name = "warren-consume"
+	if rt.consume, err = broker.Dial(ctx, bc); err != nil {
+		return err
+	}
+	bc.Name = "warren-publish"
+	if rt.publish, err = broker.Dial(ctx, bc); err != nil {
+		return err
+	}
+	rt.pub = rt.publish.NewPublisher()
+	for _, r := range routes {
+		if err := rt.consume.Declare(ctx, r.topology(w.cfg.DeliveryLimit)); err != nil {
+			return fmt.Errorf("route %q: %w", r.Queue, err)
+		}
+		w.log.Info("declared", zap.String("queue", r.Queue), zap.String("queue_type", string(r.QueueType)),
+			zap.Durations("retry_delays", r.Retry.Delays))
+	}
+	return w.openStore(rt, routes)
+}
+
+func (w *Worker) openStore(rt *runtime, routes []Route) error {
+	need := false
+	for _, r := range routes {
+		need = need || r.Dedupe == DedupeOn
+	}
+	if !need {
+		return nil
+	}
+	w.health.setStoreUsed()
+	if w.cfg.Store != nil {
+		rt.store = w.cfg.Store
+		return nil
+	}
+	opts, err := dedupe.ParseRedisURL(w.cfg.RedisURL)
+	if err != nil {
+		return fmt.Errorf("%s_REDIS_URL: %w", EnvPrefix, err)
+	}
+	rt.redis = redis.NewUniversalClient(opts)
+	rt.store, err = dedupe.NewRedis(rt.redis, dedupe.RedisConfig{})
+	return err
+}
+
+func (rt *runtime) close() {
+	if rt.pub != nil {
+		_ = rt.pub.Close()
+	}
+	if rt.publish != nil {
+		_ = rt.publish.Close()
+	}
+	if rt.consume != nil {
+		_ = rt.consume.Close()
+	}
+	if rt.redis != nil {
+		_ = rt.redis.Close()
+	}
+}
