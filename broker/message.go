@@ -2,6 +2,7 @@ package broker
 
 import (
 	"crypto/rand"
+	"errors"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -99,11 +100,19 @@ func (d *Delivery) Tag() uint64 { return d.tag }
 
 // Ack acknowledges the delivery. Acks may be coalesced with others on the
 // same channel, but only ever cover finished deliveries.
-func (d *Delivery) Ack() error { return d.sess.settle(d.tag, settleAck) }
+func (d *Delivery) Ack() error {
+	if d.sess == nil {
+		return errNoSession
+	}
+	return d.sess.settle(d.tag, settleAck)
+}
 
 // Nack returns the delivery to its queue (requeue) or dead-letters it
 // through the queue's dead-letter exchange.
 func (d *Delivery) Nack(requeue bool) error {
+	if d.sess == nil {
+		return errNoSession
+	}
 	if requeue {
 		return d.sess.settle(d.tag, settleRequeue)
 	}
@@ -112,4 +121,6 @@ func (d *Delivery) Nack(requeue bool) error {
 
 // Stale reports whether the channel that delivered d has closed, so that
 // settling it would be dropped.
-func (d *Delivery) Stale() bool { return d.sess.isDead() }
+func (d *Delivery) Stale() bool { return d.sess == nil || d.sess.isDead() }
+
+var errNoSession = errors.New("broker: delivery was not handed out by a Consumer (use Reader.Ack)")

@@ -155,3 +155,15 @@ func atLeastOnce(args map[string]any) {
 	args["x-dead-letter-strategy"] = "at-least-once"
 	args["x-overflow"] = "reject-publish"
 }
+
+// Topology returns everything the worker's routes declare: exchanges,
+// queues with their retry tiers and dead-letter queues, and bindings.
+func (w *Worker) Topology() broker.Topology {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var t broker.Topology
+	for _, r := range w.routes {
+		t = t.Merge(r.topology(w.cfg.DeliveryLimit))
+	}
+	return t
+}
