@@ -13,10 +13,10 @@ import (
 )
 
 type replayOpts struct {
-	queue   string
-	limit   int
-	grep    string
-	dryRun  bool
+	queue    string
+	limit    int
+	grep     string
+	dryRun   bool
 	original bool
 }
 
