@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -36,6 +37,7 @@ func (e *UnroutableError) Error() string {
 // before the confirm is published again on the next channel, so a message
 // may arrive twice but a nil error always means the broker stored it.
 type Publisher struct {
+	stats   PublisherStats
 	conn    *Conn
 	log     *zap.Logger
 	open    chan struct{} // a one-slot lock around opening a session
@@ -45,6 +47,16 @@ type Publisher struct {
 	once    sync.Once
 	wg      sync.WaitGroup
 }
+
+// PublisherStats counts what the broker answered to publishes.
+type PublisherStats struct {
+	Confirmed atomic.Uint64 // acked by the broker and routed
+	Nacked    atomic.Uint64 // refused by the broker
+	Returned  atomic.Uint64 // unroutable
+}
+
+// Stats returns the publisher's counters.
+func (p *Publisher) Stats() *PublisherStats { return &p.stats }
 
 // NewPublisher returns a publisher on c. Its channel opens on first use.
 func (c *Conn) NewPublisher() *Publisher {
@@ -83,11 +95,24 @@ func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg Messa
 			if pend.lost {
 				continue
 			}
+			p.count(pend.err)
 			return pend.err
 		case <-ctx.Done():
 			s.forget(pend.tag)
 			return fmt.Errorf("waiting for the confirm of message %q: %w", msg.MessageID, ctx.Err())
 		}
+	}
+}
+
+func (p *Publisher) count(err error) {
+	var ue *UnroutableError
+	switch {
+	case err == nil:
+		p.stats.Confirmed.Add(1)
+	case errors.As(err, &ue):
+		p.stats.Returned.Add(1)
+	case errors.Is(err, ErrNacked):
+		p.stats.Nacked.Add(1)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/warrenmq/warren/broker"
@@ -102,6 +103,9 @@ type Config struct {
 	Logger *zap.Logger `ignored:"true"`
 	// Store replaces the Redis dedupe store, for tests and custom stores.
 	Store dedupe.Store `ignored:"true"`
+	// Registry receives the worker's metrics. nil means a registry of the
+	// worker's own, served on MetricsAddr and returned by Worker.Registry.
+	Registry *prometheus.Registry `ignored:"true"`
 }
 
 // FromEnv reads the configuration from WARREN_* environment variables,

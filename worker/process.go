@@ -28,6 +28,9 @@ type decision struct {
 // process walks one message from delivery to settlement.
 func (r *runner) process(hctx context.Context, bd *broker.Delivery) {
 	start := time.Now()
+	inFlight := r.w.metrics.inFlight.WithLabelValues(r.route.Queue)
+	inFlight.Inc()
+	defer inFlight.Dec()
 	d := r.delivery(bd)
 	attempt, aerr := retry.Attempt(bd.Headers)
 	d.Attempt = attempt
@@ -42,7 +45,9 @@ func (r *runner) process(hctx context.Context, bd *broker.Delivery) {
 		dec = r.decide(r.call(hctx, d), d.Attempt)
 	}
 	final := r.settle(hctx, bd, d, dec)
-	r.logEvent(d, final, time.Since(start))
+	took := time.Since(start)
+	r.w.metrics.observe(r.route.Queue, final, took)
+	r.logEvent(d, final, took)
 }
 
 // processClaimed runs the handler under a dedupe claim.

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
@@ -34,6 +35,8 @@ type Worker struct {
 	pub     atomic.Pointer[broker.Publisher]
 	started chan struct{}
 	health  health
+	metrics *metrics
+	reg     *prometheus.Registry
 }
 
 // New validates cfg, fills its defaults and returns a worker.
@@ -42,7 +45,13 @@ func New(cfg Config) (*Worker, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	w := &Worker{cfg: cfg, log: cfg.Logger, started: make(chan struct{})}
+	w := &Worker{cfg: cfg, log: cfg.Logger, started: make(chan struct{}), metrics: newMetrics(), reg: cfg.Registry}
+	if w.reg == nil {
+		w.reg = prometheus.NewRegistry()
+	}
+	if err := w.metrics.register(w.reg); err != nil {
+		return nil, fmt.Errorf("registering metrics: %w", err)
+	}
 	if w.log == nil {
 		log, err := NewLogger(cfg.LogLevel, cfg.LogFormat)
 		if err != nil {
@@ -52,6 +61,10 @@ func New(cfg Config) (*Worker, error) {
 	}
 	return w, nil
 }
+
+// Registry returns the registry of the worker's metrics, to add your own
+// collectors or serve it yourself.
+func (w *Worker) Registry() *prometheus.Registry { return w.reg }
 
 // Config returns the effective configuration, defaults filled in.
 func (w *Worker) Config() Config { return w.cfg }
@@ -118,11 +131,22 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	defer w.end()
 	w.log.Info("starting", append(w.cfg.logFields(), zap.Int("routes", len(routes)))...)
+	srv, err := w.startServers(w.reg)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
 	rt, err := w.connect(ctx, routes)
 	if err != nil {
 		return err
 	}
 	defer rt.close()
+	for _, c := range runtimeCollectors(rt, w) {
+		if err := w.reg.Register(c); err != nil {
+			return fmt.Errorf("registering metrics: %w", err)
+		}
+		defer w.reg.Unregister(c)
+	}
 	w.health.setConns(rt.consume.Connected, rt.publish.Connected)
 	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHandlers()
