@@ -73,8 +73,12 @@ func (c *Conn) NewPublisher() *Publisher {
 // It returns nil only for a confirmed message; *UnroutableError when no
 // queue took it; ErrNacked when the broker refused it; a wrapped ctx error
 // when ctx ended first (the message may or may not have been stored).
-func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg Message) error {
-	if msg.MessageID == "" {
+func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg Message, opts ...PublishOption) error {
+	var o publishOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if msg.MessageID == "" && !o.keepID {
 		msg.MessageID = NewMessageID()
 	}
 	pub := msg.publishing()
@@ -115,6 +119,16 @@ func (p *Publisher) count(err error) {
 		p.stats.Nacked.Add(1)
 	}
 }
+
+// PublishOption is a per-call knob of Publish.
+type PublishOption func(*publishOptions)
+
+type publishOptions struct{ keepID bool }
+
+// KeepMessageID publishes the message as it is: an empty MessageID stays
+// empty. Copies of received messages (retries, dead letters) use it so
+// that their properties stay unchanged.
+func KeepMessageID() PublishOption { return func(o *publishOptions) { o.keepID = true } }
 
 // Close closes the publisher's channel. Publishes in flight fail with
 // ErrClosed.

@@ -63,7 +63,7 @@ func (s *RedisStore) Claim(ctx context.Context, key, owner string, lease time.Du
 	case replyInProgress:
 		return InProgress, nil
 	case replyForeign:
-		return 0, opError(opClaim, key, errors.New("key holds a value not written by this package"))
+		return 0, opError(opClaim, key, ErrForeignValue)
 	default:
 		return 0, opError(opClaim, key, fmt.Errorf("unexpected script reply %d", n))
 	}

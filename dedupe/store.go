@@ -39,6 +39,10 @@ func (s Status) String() string {
 // another owner. Nothing is changed in that case.
 var ErrNotOwner = errors.New("dedupe: claim is not held by this owner")
 
+// ErrForeignValue is wrapped by Claim's error when the key holds a value
+// that no Store wrote: the key space is shared with something else.
+var ErrForeignValue = errors.New("key holds a value not written by this package")
+
 // Store is the state machine. Every method is one atomic transition and
 // one round trip.
 //

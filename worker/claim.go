@@ -46,7 +46,7 @@ func (r *runner) markDone(hctx context.Context, key, owner string) {
 	wait := 50 * time.Millisecond
 	for try := 1; ; try++ {
 		err := r.store.MarkDone(hctx, key, owner, r.w.cfg.DedupeTTL)
-		r.w.health.storeResult(err)
+		r.w.health.storeResult(dedupe.Unavailable(err))
 		switch {
 		case err == nil:
 			return

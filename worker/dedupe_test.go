@@ -312,7 +312,7 @@ func TestDedupeAbandonedClaimWaitsForLease(t *testing.T) {
 	if _, ok := got.headers[worker.HeaderError]; ok {
 		t.Fatalf("waiting for a claim wrote a failure on the message: %v", got.headers)
 	}
-	waits := retriesOfKind(logs, "in_progress")
+	waits := retriesOfKind(logs, worker.KindInProgress)
 	if len(waits) == 0 {
 		t.Fatal("no in_progress retry logged")
 	}
@@ -355,7 +355,7 @@ func TestDedupeRedisOutageFailsClosed(t *testing.T) {
 	waitUntil(t, 5*time.Second, func() bool { return !f.w.Ready() })
 	waitUntil(t, 10*time.Second, func() bool {
 		circled := map[string]bool{}
-		for _, e := range retriesOfKind(logs, "dedupe store unreachable") {
+		for _, e := range retriesOfKind(logs, worker.KindStoreDown) {
 			m := e.ContextMap()
 			if m["attempt_spent"] != false || m["attempt"] != int64(1) || m["delay"] != firstTier {
 				t.Fatalf("store-unreachable retry %v: want attempt 1, not spent, through the first tier", m)
@@ -422,7 +422,7 @@ func TestDedupeRedisOutageFailOpen(t *testing.T) {
 	waitLogs(t, logs, "dedupe store unreachable, processing without a claim", n+1, 5*time.Second)
 	waitLogs(t, logs, "message ack", n+2, 5*time.Second)
 	c.none(t, 500*time.Millisecond)
-	if k := retriesOfKind(logs, "dedupe store unreachable"); len(k) != 0 {
+	if k := retriesOfKind(logs, worker.KindStoreDown); len(k) != 0 {
 		t.Fatalf("fail-open sent %d messages round a tier", len(k))
 	}
 	f.stopEmpty(cfg)

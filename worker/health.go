@@ -13,8 +13,8 @@ type health struct {
 func (h *health) setRunning(v bool) { h.running.Store(v) }
 func (h *health) setStoreUsed()     { h.storeUsed.Store(true) }
 
-// storeResult records whether the last store call reached the store.
-func (h *health) storeResult(err error) { h.storeDown.Store(err != nil) }
+// storeResult records whether the last store call found it unavailable.
+func (h *health) storeResult(down bool) { h.storeDown.Store(down) }
 
 func (h *health) setConns(connected ...func() bool) { h.conns.Store(&connected) }
 

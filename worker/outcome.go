@@ -29,6 +29,9 @@ const (
 	KindExhausted   = "retries_exhausted"
 	KindBadAttempt  = "invalid_attempt"
 	KindUnpublished = "copy_failed"
+	KindDedupe      = "dedupe_error"      // the dedupe store refused the claim
+	KindStoreDown   = "store_unavailable" // retried without an attempt: the store is down
+	KindInProgress  = "in_progress"       // retried without an attempt: claimed elsewhere
 )
 
 // PermanentError marks a failure that no retry can fix.

@@ -54,17 +54,21 @@ func (r *runner) process(hctx context.Context, bd *broker.Delivery) {
 func (r *runner) processClaimed(hctx context.Context, d *Delivery) decision {
 	owner := broker.NewMessageID()
 	status, err := r.store.Claim(hctx, d.IdempotencyKey, owner, r.w.cfg.DedupeLease)
-	r.w.health.storeResult(err)
+	down := dedupe.Unavailable(err)
+	r.w.health.storeResult(down)
 	switch {
+	case err != nil && !down:
+		// The store answered, with a refusal no retry changes.
+		return decision{outcome: OutcomeDeadLetter, kind: KindDedupe, reason: KindDedupe, err: err}
 	case err != nil && r.w.cfg.DedupeFailOpen:
 		r.log.Warn("dedupe store unreachable, processing without a claim", zap.Error(err))
 		return r.decide(r.call(hctx, d), d.Attempt)
 	case err != nil:
-		return r.backoffUnspent(r.route.Retry.Delays[0], err, "dedupe store unreachable")
+		return r.backoffUnspent(r.route.Retry.Delays[0], err, KindStoreDown)
 	case status == dedupe.Done:
 		return decision{outcome: OutcomeDuplicate}
 	case status == dedupe.InProgress:
-		return r.backoffUnspent(r.route.Retry.Delays[0], errors.New("message is being processed elsewhere"), "in_progress")
+		return r.backoffUnspent(r.route.Retry.Delays[0], errors.New("message is being processed elsewhere"), KindInProgress)
 	}
 	stop := r.keepClaim(d.IdempotencyKey, owner)
 	dec := r.decide(r.call(hctx, d), d.Attempt)
@@ -109,6 +113,32 @@ func (r *runner) call(hctx context.Context, d *Delivery) (err error) {
 
 // decide maps a handler result to a decision.
 func (r *runner) decide(err error, attempt int) decision {
+	return decideFor(err, attempt, r.route.Retry)
+}
+
+// Decision is what the worker does with a message after its handler
+// returned: its outcome, and for a retry the delay tier, for a dead
+// letter the reason.
+type Decision struct {
+	Outcome Outcome
+	// Delay is the tier a retry goes through.
+	Delay time.Duration
+	// Kind classifies the failure: error, panic, timeout, permanent, decode.
+	Kind string
+	// Reason says why a message is dead-lettered: permanent, decode or
+	// retries_exhausted.
+	Reason string
+}
+
+// Decide reports what the worker does when a handler returned err on the
+// given attempt under policy p. It is what workertest uses to show a
+// handler's effect on its message.
+func Decide(err error, attempt int, p retry.Policy) Decision {
+	d := decideFor(err, attempt, p.WithDefaults())
+	return Decision{Outcome: d.outcome, Delay: d.delay, Kind: d.kind, Reason: d.reason}
+}
+
+func decideFor(err error, attempt int, p retry.Policy) decision {
 	if err == nil {
 		return decision{outcome: OutcomeAck}
 	}
@@ -123,12 +153,12 @@ func (r *runner) decide(err error, attempt int) decision {
 	case kind == KindPermanent || kind == KindDecode:
 		return decision{outcome: OutcomeDeadLetter, kind: kind, reason: kind, err: err}
 	case errors.As(err, &ra):
-		if attempt >= r.route.Retry.MaxAttempts {
+		if attempt >= p.MaxAttempts {
 			return decision{outcome: OutcomeDeadLetter, kind: kind, reason: KindExhausted, err: err}
 		}
-		return decision{outcome: OutcomeRetry, delay: r.route.Retry.TierFor(ra.Delay), spend: true, kind: kind, err: err}
+		return decision{outcome: OutcomeRetry, delay: p.TierFor(ra.Delay), spend: true, kind: kind, err: err}
 	}
-	delay, ok := r.route.Retry.Next(attempt)
+	delay, ok := p.Next(attempt)
 	if !ok {
 		return decision{outcome: OutcomeDeadLetter, kind: kind, reason: KindExhausted, err: err}
 	}

@@ -35,7 +35,7 @@ func (r *runner) settle(hctx context.Context, bd *broker.Delivery, d *Delivery, 
 func (r *runner) publishCopy(hctx context.Context, queue string, m broker.Message) error {
 	ctx, cancel := context.WithTimeout(hctx, copyTimeout)
 	defer cancel()
-	return r.pub.Publish(ctx, "", queue, m)
+	return r.pub.Publish(ctx, "", queue, m, broker.KeepMessageID())
 }
 
 // copyFailed handles a retry copy or dead letter that the broker did not

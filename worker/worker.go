@@ -158,6 +158,10 @@ func (w *Worker) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	if rt.store != nil {
+		stopPing := w.pingStore(rt.store)
+		defer stopPing()
+	}
 	w.pub.Store(rt.pub)
 	w.health.setRunning(true)
 	close(w.started)
@@ -273,7 +277,9 @@ func (w *Worker) openStore(rt *runtime, routes []Route) error {
 	if !need {
 		return nil
 	}
-	w.health.setStoreUsed()
+	if !w.cfg.DedupeFailOpen {
+		w.health.setStoreUsed() // fail closed: readiness follows the store
+	}
 	if w.cfg.Store != nil {
 		rt.store = w.cfg.Store
 		return nil
@@ -286,6 +292,38 @@ func (w *Worker) openStore(rt *runtime, routes []Route) error {
 	rt.store, err = dedupe.NewRedis(rt.redis, dedupe.RedisConfig{})
 	return err
 }
+
+// pingStore checks the dedupe store every storePingInterval, so that
+// readiness follows the store even when no message flows. It returns a
+// function that stops it and waits.
+func (w *Worker) pingStore(store dedupe.Store) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	check := func() {
+		err := store.Ping(ctx)
+		if ctx.Err() == nil {
+			w.health.storeResult(err != nil)
+		}
+	}
+	check()
+	go func() {
+		defer close(done)
+		t := time.NewTicker(storePingInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				check()
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// storePingInterval is how often readiness checks the dedupe store.
+const storePingInterval = 2 * time.Second
 
 func (rt *runtime) close() {
 	if rt.pub != nil {
