@@ -65,3 +65,34 @@ func (r *runner) markDone(hctx context.Context, key, owner string) {
 		wait *= 4
 	}
 }
+
+// commitDone commits the handler's queued writes with the done mark. When
+// that cannot happen the writes are not applied, so the message must run
+// again: it is requeued (the attempt is not spent).
+func (r *runner) commitDone(hctx context.Context, d *Delivery, owner string, tx *txWrites) decision {
+	store := r.store.(dedupe.TxStore)
+	wait := 50 * time.Millisecond
+	for try := 1; ; try++ {
+		err := store.MarkDoneWith(hctx, d.IdempotencyKey, owner, r.w.cfg.DedupeTTL, tx.all)
+		down := dedupe.Unavailable(err)
+		r.w.health.storeResult(down)
+		switch {
+		case err == nil:
+			return decision{outcome: OutcomeAck}
+		case errors.Is(err, dedupe.ErrNotOwner):
+			return decision{outcome: OutcomeRequeue, kind: KindInProgress,
+				err: errors.New("dedupe claim lost before the commit; the handler's writes were not applied")}
+		case !down:
+			// The writes themselves failed: a handler failure.
+			return r.decide(err, d.Attempt)
+		case try == 3:
+			return decision{outcome: OutcomeRequeue, kind: KindStoreDown, err: err}
+		}
+		select {
+		case <-time.After(wait):
+		case <-hctx.Done():
+			return decision{outcome: OutcomeRequeue, kind: KindStoreDown, err: err}
+		}
+		wait *= 4
+	}
+}

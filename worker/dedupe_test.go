@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -533,5 +534,69 @@ func TestDedupeReadyWhenClaimLost(t *testing.T) {
 	waitLogs(t, logs, "message ack", 1, 5*time.Second)
 	if !f.w.Ready() {
 		t.Fatal("not ready after MarkDone answered ErrNotOwner, although the store answers")
+	}
+}
+
+// TestDedupeCommitWithDoneAppliesWritesOnce: a handler's Redis writes,
+// queued with CommitWithDone, are committed with the done mark. A run
+// whose claim was lost before the commit applies nothing and the message
+// runs again, so the effect lands exactly once.
+func TestDedupeCommitWithDoneAppliesWritesOnce(t *testing.T) {
+	t.Parallel()
+	cfg, _ := dedupeConfig(t, "redis://"+testenv.RedisAddr()+"/0")
+	rdb := testenv.RedisClient(t)
+	var runs atomic.Int32
+	steal := make(chan string, 1)
+	var effectKey atomic.Value
+	f := newFixture(t, cfg, worker.Route{Handler: worker.HandlerFunc(func(ctx context.Context, d *worker.Delivery) error {
+		n := runs.Add(1)
+		key := worker.RedisKey(ctx, cfg.DedupePrefix+":effect")
+		effectKey.Store(key)
+		if err := worker.CommitWithDone(ctx, func(p redis.Pipeliner) error {
+			p.Incr(ctx, key)
+			return nil
+		}); err != nil {
+			return err
+		}
+		if n == 1 {
+			// Another owner takes the claim over while this run is
+			// finishing, as after a lease expiry.
+			rdb.Set(ctx, d.IdempotencyKey, "p:thief", 300*time.Millisecond)
+			steal <- d.IdempotencyKey
+		}
+		return nil
+	})}).start()
+	f.publish("", broker.Message{MessageID: "m1", Body: []byte("x")})
+	<-steal
+	waitUntil(t, 15*time.Second, func() bool { return runs.Load() >= 2 })
+	waitUntil(t, 10*time.Second, func() bool {
+		k, _ := effectKey.Load().(string)
+		n, _ := rdb.Get(context.Background(), k).Int()
+		return n == 1
+	})
+	// A re-publish is a duplicate: the effect stays at one.
+	f.publish("", broker.Message{MessageID: "m1", Body: []byte("x")})
+	time.Sleep(500 * time.Millisecond)
+	k := effectKey.Load().(string)
+	if n, _ := rdb.Get(context.Background(), k).Int(); n != 1 {
+		t.Fatalf("effect applied %d times, want 1", n)
+	}
+	if r := runs.Load(); r != 2 {
+		t.Fatalf("handler ran %d times, want 2 (the lost commit and the one that counted)", r)
+	}
+}
+
+// TestDedupeCommitWithDoneNeedsStore: without dedupe the handler learns
+// that nothing was queued.
+func TestDedupeCommitWithDoneNeedsStore(t *testing.T) {
+	t.Parallel()
+	errs := make(chan error, 1)
+	f := newFixture(t, testConfig(t), worker.Route{Handler: worker.HandlerFunc(func(ctx context.Context, d *worker.Delivery) error {
+		errs <- worker.CommitWithDone(ctx, func(redis.Pipeliner) error { return nil })
+		return nil
+	})}).start()
+	f.publish("", broker.Message{})
+	if err := <-errs; !errors.Is(err, worker.ErrNoAtomicStore) {
+		t.Fatalf("got %v, want ErrNoAtomicStore", err)
 	}
 }

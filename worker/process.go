@@ -70,10 +70,20 @@ func (r *runner) processClaimed(hctx context.Context, d *Delivery) decision {
 	case status == dedupe.InProgress:
 		return r.backoffUnspent(r.route.Retry.Delays[0], errors.New("message is being processed elsewhere"), KindInProgress)
 	}
+	var tx *txWrites
+	callCtx := hctx
+	if _, ok := r.store.(dedupe.TxStore); ok {
+		tx = &txWrites{key: d.IdempotencyKey}
+		callCtx = context.WithValue(hctx, txKey{}, tx)
+	}
 	stop := r.keepClaim(d.IdempotencyKey, owner)
-	dec := r.decide(r.call(hctx, d), d.Attempt)
+	dec := r.decide(r.call(callCtx, d), d.Attempt)
 	stop()
-	if dec.outcome == OutcomeAck {
+	if dec.outcome == OutcomeAck && tx != nil && !tx.empty() {
+		if dec = r.commitDone(hctx, d, owner, tx); dec.outcome == OutcomeAck {
+			return dec
+		}
+	} else if dec.outcome == OutcomeAck {
 		r.markDone(hctx, d.IdempotencyKey, owner)
 		return dec
 	}

@@ -28,6 +28,10 @@ func (r *runner) settle(hctx context.Context, bd *broker.Delivery, d *Delivery, 
 	if dec.release != nil {
 		dec.release()
 	}
+	if dec.outcome == OutcomeRequeue {
+		dec.stale = errors.Is(bd.Nack(true), broker.ErrStale)
+		return dec
+	}
 	dec.stale = errors.Is(bd.Ack(), broker.ErrStale)
 	return dec
 }

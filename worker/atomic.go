@@ -1,0 +1,71 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/warrenmq/warren/dedupe"
+)
+
+// ErrNoAtomicStore is returned by CommitWithDone when the message's route
+// has no Redis dedupe store to commit with.
+var ErrNoAtomicStore = errors.New("worker: CommitWithDone needs dedupe on with a Redis store")
+
+type txKey struct{}
+
+// txWrites collects a handler's writes for the done mark's transaction.
+type txWrites struct {
+	key string
+	mu  sync.Mutex
+	fns []func(redis.Pipeliner) error
+}
+
+func (t *txWrites) all(p redis.Pipeliner) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, fn := range t.fns {
+		if err := fn(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *txWrites) empty() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.fns) == 0
+}
+
+// CommitWithDone queues Redis writes that are committed in one MULTI/EXEC
+// with the message's done mark, after the handler returns nil, and only
+// while this worker still holds the message's claim. So they happen
+// exactly once per message, even when a worker crashes after its handler
+// and before the mark: the message then runs again and commits once.
+// If the commit cannot happen (the claim was lost, Redis is down), the
+// message is requeued and runs again. On Redis Cluster, name every key
+// with RedisKey. Without a Redis dedupe store it returns ErrNoAtomicStore
+// and queues nothing.
+func CommitWithDone(ctx context.Context, writes func(redis.Pipeliner) error) error {
+	t, ok := ctx.Value(txKey{}).(*txWrites)
+	if !ok {
+		return ErrNoAtomicStore
+	}
+	t.mu.Lock()
+	t.fns = append(t.fns, writes)
+	t.mu.Unlock()
+	return nil
+}
+
+// RedisKey returns name placed in the Redis Cluster hash slot of the
+// message's dedupe key, for writes given to CommitWithDone. Outside such
+// a handler it returns name.
+func RedisKey(ctx context.Context, name string) string {
+	if t, ok := ctx.Value(txKey{}).(*txWrites); ok {
+		return dedupe.SameSlot(t.key, name)
+	}
+	return name
+}
