@@ -123,6 +123,9 @@ func (c *Conn) channel(ctx context.Context) (*amqp.Channel, <-chan struct{}, err
 		if err == nil {
 			return ch, live.lost, nil
 		}
+		if !live.conn.IsClosed() {
+			return nil, nil, fmt.Errorf("opening a channel: %w", err)
+		}
 		// The connection died under us; wait for the supervisor to notice.
 		select {
 		case <-live.lost:

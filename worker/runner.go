@@ -64,6 +64,12 @@ func (r *runner) start(hctx context.Context) error {
 func (r *runner) loop(hctx context.Context) {
 	defer r.wg.Done()
 	for d := range r.cons.Deliveries() {
+		if d.Stale() {
+			// Its channel closed while it waited to be handed out: the
+			// broker has requeued it, so running it now would only run
+			// it twice.
+			continue
+		}
 		r.process(hctx, d)
 	}
 }
