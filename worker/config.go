@@ -14,6 +14,7 @@ import (
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/dedupe"
 	"github.com/warrenmq/warren/internal/redact"
+	"github.com/warrenmq/warren/internal/tlsconf"
 	"github.com/warrenmq/warren/retry"
 )
 
@@ -29,6 +30,7 @@ const (
 	DefaultDeliveryLimit   = 20
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "json"
+	DefaultConsumerTimeout = 30 * time.Minute
 	// EnvPrefix prefixes every environment variable: WARREN_AMQP_URL, ...
 	EnvPrefix = "WARREN"
 )
@@ -43,60 +45,77 @@ const (
 // environment with FromEnv; New fills zero fields with the defaults.
 type Config struct {
 	// AMQPURL is the broker, amqp:// or amqps://. "" means DefaultAMQPURL.
-	AMQPURL string `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
+	AMQPURL string `envconfig:"WARREN_AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
 	// RedisURL is the dedupe store: redis:// or rediss://. "" means
 	// DefaultRedisURL. Unused when Dedupe is off or Store is set.
-	RedisURL string `envconfig:"REDIS_URL" default:"redis://127.0.0.1:6379/0"`
+	RedisURL string `envconfig:"WARREN_REDIS_URL" default:"redis://127.0.0.1:6379/0"`
 
 	// Concurrency is how many handlers run at once per route.
 	// 0 means DefaultConcurrency.
-	Concurrency int `envconfig:"CONCURRENCY" default:"8"`
+	Concurrency int `envconfig:"WARREN_CONCURRENCY" default:"8"`
 	// Prefetch is how many unacked messages the broker sends ahead per
 	// route. 0 means twice the route's concurrency.
-	Prefetch int `envconfig:"PREFETCH" default:"0"`
+	Prefetch int `envconfig:"WARREN_PREFETCH" default:"0"`
 
 	// RetryDelays are the delay tiers of broker-side retries, ascending.
 	// nil means retry.DefaultDelays (1s,10s,1m,10m).
-	RetryDelays []time.Duration `envconfig:"RETRY_DELAYS" default:"1s,10s,1m,10m"`
+	RetryDelays Delays `envconfig:"WARREN_RETRY_DELAYS" default:"1s,10s,1m,10m"`
 	// MaxAttempts is the number of handler runs, the first included,
 	// before a message is dead-lettered. 0 means retry.DefaultMaxAttempts.
-	MaxAttempts int `envconfig:"MAX_ATTEMPTS" default:"5"`
+	MaxAttempts int `envconfig:"WARREN_MAX_ATTEMPTS" default:"5"`
 	// HandlerTimeout bounds one handler run. 0 means DefaultHandlerTimeout.
-	HandlerTimeout time.Duration `envconfig:"HANDLER_TIMEOUT" default:"30s"`
+	HandlerTimeout time.Duration `envconfig:"WARREN_HANDLER_TIMEOUT" default:"30s"`
 	// ShutdownTimeout bounds the drain after Run's context ends; then
 	// handler contexts are cancelled. 0 means DefaultShutdownTimeout.
-	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s"`
+	ShutdownTimeout time.Duration `envconfig:"WARREN_SHUTDOWN_TIMEOUT" default:"30s"`
 
 	// Dedupe is "on" or "off". "" means on.
-	Dedupe string `envconfig:"DEDUPE" default:"on"`
+	Dedupe string `envconfig:"WARREN_DEDUPE" default:"on"`
 	// DedupeTTL is how long a done mark is kept. 0 means DefaultDedupeTTL.
-	DedupeTTL time.Duration `envconfig:"DEDUPE_TTL" default:"24h"`
+	DedupeTTL time.Duration `envconfig:"WARREN_DEDUPE_TTL" default:"24h"`
 	// DedupeLease is how long a claim holds without being extended.
 	// 0 means the handler timeout plus 10s.
-	DedupeLease time.Duration `envconfig:"DEDUPE_LEASE" default:"0s"`
+	DedupeLease time.Duration `envconfig:"WARREN_DEDUPE_LEASE" default:"0s"`
 	// DedupePrefix starts every dedupe key. "" means dedupe.DefaultKeyPrefix.
-	DedupePrefix string `envconfig:"DEDUPE_PREFIX" default:"warren"`
+	DedupePrefix string `envconfig:"WARREN_DEDUPE_PREFIX" default:"warren"`
 	// DedupeFailOpen processes messages without a claim while the store
 	// is unreachable. false (the default) means fail closed: messages wait
 	// on the broker until the store is back.
-	DedupeFailOpen bool `envconfig:"DEDUPE_FAIL_OPEN" default:"false"`
+	DedupeFailOpen bool `envconfig:"WARREN_DEDUPE_FAIL_OPEN" default:"false"`
 
 	// QueueType is classic or quorum for the queues warren declares.
 	// "" means DefaultQueueType (quorum).
-	QueueType broker.QueueType `envconfig:"QUEUE_TYPE" default:"quorum"`
+	QueueType broker.QueueType `envconfig:"WARREN_QUEUE_TYPE" default:"quorum"`
 	// DeliveryLimit is the x-delivery-limit of quorum queues: after this
 	// many deliveries without a result (crashes, requeues) the broker
 	// dead-letters the message. 0 means DefaultDeliveryLimit.
-	DeliveryLimit int `envconfig:"DELIVERY_LIMIT" default:"20"`
+	DeliveryLimit int `envconfig:"WARREN_DELIVERY_LIMIT" default:"20"`
+
+	// AMQPCAFile, AMQPCertFile and AMQPKeyFile configure TLS for amqps://
+	// URLs: extra trusted roots and a client certificate. "" means the
+	// system roots and no client certificate.
+	AMQPCAFile   string `envconfig:"WARREN_AMQP_CA_FILE"`
+	AMQPCertFile string `envconfig:"WARREN_AMQP_CERT_FILE"`
+	AMQPKeyFile  string `envconfig:"WARREN_AMQP_KEY_FILE"`
+	// RedisCAFile, RedisCertFile and RedisKeyFile do the same for
+	// rediss:// URLs.
+	RedisCAFile   string `envconfig:"WARREN_REDIS_CA_FILE"`
+	RedisCertFile string `envconfig:"WARREN_REDIS_CERT_FILE"`
+	RedisKeyFile  string `envconfig:"WARREN_REDIS_KEY_FILE"`
+	// ConsumerTimeout is the broker's consumer_timeout (30 minutes unless
+	// its operator changed it): a delivery unacked for longer makes the
+	// broker close the channel. A handler timeout near it is warned about
+	// at start. 0 means 30m.
+	ConsumerTimeout time.Duration `envconfig:"WARREN_CONSUMER_TIMEOUT" default:"30m"`
 
 	// LogLevel is debug, info, warn or error. "" means info.
-	LogLevel string `envconfig:"LOG_LEVEL" default:"info"`
+	LogLevel string `envconfig:"WARREN_LOG_LEVEL" default:"info"`
 	// LogFormat is json or console. "" means json.
-	LogFormat string `envconfig:"LOG_FORMAT" default:"json"`
+	LogFormat string `envconfig:"WARREN_LOG_FORMAT" default:"json"`
 	// HealthAddr serves /livez and /readyz. "" means no health server.
-	HealthAddr string `envconfig:"HEALTH_ADDR" default:""`
+	HealthAddr string `envconfig:"WARREN_HEALTH_ADDR" default:""`
 	// MetricsAddr serves Prometheus /metrics. "" means no metrics server.
-	MetricsAddr string `envconfig:"METRICS_ADDR" default:""`
+	MetricsAddr string `envconfig:"WARREN_METRICS_ADDR" default:""`
 
 	// Logger receives all logs. nil means a logger built from LogLevel
 	// and LogFormat.
@@ -113,7 +132,9 @@ type Config struct {
 // variable.
 func FromEnv() (Config, error) {
 	var c Config
-	if err := envconfig.Process(EnvPrefix, &c); err != nil {
+	// The tags carry the full names and no prefix is given, so that
+	// envconfig never falls back to an unprefixed variable.
+	if err := envconfig.Process("", &c); err != nil {
 		return Config{}, envError(err)
 	}
 	if err := c.Validate(); err != nil {
@@ -126,7 +147,7 @@ func FromEnv() (Config, error) {
 func envError(err error) error {
 	var pe *envconfig.ParseError
 	if errors.As(err, &pe) {
-		return fmt.Errorf("%s_%s: cannot parse %q as %s: %w", EnvPrefix, pe.KeyName, redactValue(pe.KeyName, pe.Value), pe.TypeName, pe.Err)
+		return fmt.Errorf("%s: cannot parse %q as %s: %w", pe.KeyName, redactValue(pe.KeyName, pe.Value), pe.TypeName, pe.Err)
 	}
 	return fmt.Errorf("reading the environment: %w", err)
 }
@@ -137,6 +158,28 @@ func redactValue(key, v string) string {
 		return redact.URL(v)
 	}
 	return v
+}
+
+// Delays is a list of retry delays. From the environment it reads
+// "1s,10s,1m" (spaces allowed around items).
+type Delays []time.Duration
+
+// Decode implements envconfig.Decoder.
+func (d *Delays) Decode(s string) error {
+	if strings.TrimSpace(s) == "" {
+		*d = nil
+		return nil
+	}
+	var out Delays
+	for _, item := range strings.Split(s, ",") {
+		v, err := time.ParseDuration(strings.TrimSpace(item))
+		if err != nil {
+			return err
+		}
+		out = append(out, v)
+	}
+	*d = out // Validate checks the order and the units
+	return nil
 }
 
 // withDefaults fills zero fields.
@@ -150,7 +193,7 @@ func (c Config) withDefaults() Config {
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
 	}
-	if c.RetryDelays == nil {
+	if len(c.RetryDelays) == 0 {
 		c.RetryDelays = retry.DefaultDelays()
 	}
 	if c.MaxAttempts == 0 {
@@ -183,6 +226,9 @@ func (c Config) withDefaults() Config {
 	if c.LogLevel == "" {
 		c.LogLevel = DefaultLogLevel
 	}
+	if c.ConsumerTimeout == 0 {
+		c.ConsumerTimeout = DefaultConsumerTimeout
+	}
 	if c.LogFormat == "" {
 		c.LogFormat = DefaultLogFormat
 	}
@@ -198,10 +244,8 @@ func (c Config) Validate() error {
 		func() error { return checkRedisURL(c) },
 		func() error { return checkRange("CONCURRENCY", c.Concurrency, 1, 10000) },
 		func() error { return checkRange("PREFETCH", c.Prefetch, 0, 65535) },
-		func() error {
-			return wrapVar("RETRY_DELAYS", retry.Policy{Delays: c.RetryDelays, MaxAttempts: c.MaxAttempts}.Validate())
-		},
 		func() error { return checkRange("MAX_ATTEMPTS", c.MaxAttempts, 1, retry.MaxAttemptValue) },
+		func() error { return wrapVar("RETRY_DELAYS", retry.Policy{Delays: c.RetryDelays}.Validate()) },
 		func() error { return checkPositive("HANDLER_TIMEOUT", c.HandlerTimeout) },
 		func() error { return checkPositive("SHUTDOWN_TIMEOUT", c.ShutdownTimeout) },
 		func() error { return checkOneOf("DEDUPE", c.Dedupe, DedupeOn, DedupeOff) },
@@ -211,6 +255,9 @@ func (c Config) Validate() error {
 			return checkOneOf("QUEUE_TYPE", string(c.QueueType), string(broker.Classic), string(broker.Quorum))
 		},
 		func() error { return checkRange("DELIVERY_LIMIT", c.DeliveryLimit, 1, 1_000_000) },
+		func() error { return checkPositive("CONSUMER_TIMEOUT", c.ConsumerTimeout) },
+		func() error { return checkTLS("AMQP", c.amqpTLS()) },
+		func() error { return checkTLS("REDIS", c.redisTLS()) },
 		func() error { return checkOneOf("LOG_LEVEL", c.LogLevel, "debug", "info", "warn", "error") },
 		func() error { return checkOneOf("LOG_FORMAT", c.LogFormat, "json", "console") },
 	}
@@ -276,6 +323,22 @@ func checkOneOf(name, v string, allowed ...string) error {
 	return fmt.Errorf("%s_%s: must be one of %s, got %q", EnvPrefix, name, strings.Join(allowed, ", "), v)
 }
 
+func (c Config) amqpTLS() tlsconf.Files {
+	return tlsconf.Files{CAFile: c.AMQPCAFile, CertFile: c.AMQPCertFile, KeyFile: c.AMQPKeyFile}
+}
+
+func (c Config) redisTLS() tlsconf.Files {
+	return tlsconf.Files{CAFile: c.RedisCAFile, CertFile: c.RedisCertFile, KeyFile: c.RedisKeyFile}
+}
+
+// checkTLS loads the files, so that a missing or bad file stops start-up.
+func checkTLS(name string, f tlsconf.Files) error {
+	if _, err := f.Load(); err != nil {
+		return fmt.Errorf("%s_%s_CA_FILE/CERT_FILE/KEY_FILE: %w", EnvPrefix, name, err)
+	}
+	return nil
+}
+
 // logFields are the effective settings, secrets redacted, logged once at
 // start.
 func (c Config) logFields() []zap.Field {
@@ -294,6 +357,9 @@ func (c Config) logFields() []zap.Field {
 		zap.Bool("dedupe_fail_open", c.DedupeFailOpen),
 		zap.String("queue_type", string(c.QueueType)),
 		zap.Int("delivery_limit", c.DeliveryLimit),
+		zap.Bool("amqp_client_cert", c.AMQPCertFile != ""),
+		zap.Bool("redis_client_cert", c.RedisCertFile != ""),
+		zap.Duration("consumer_timeout", c.ConsumerTimeout),
 		zap.String("health_addr", c.HealthAddr),
 		zap.String("metrics_addr", c.MetricsAddr),
 	}

@@ -2,7 +2,9 @@ package worker_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"reflect"
@@ -12,9 +14,11 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/dedupe"
+	"github.com/warrenmq/warren/internal/testenv"
 	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/worker"
 )
@@ -26,7 +30,8 @@ var configVarSuffixes = []string{
 	"MAX_ATTEMPTS", "HANDLER_TIMEOUT", "SHUTDOWN_TIMEOUT", "DEDUPE",
 	"DEDUPE_TTL", "DEDUPE_LEASE", "DEDUPE_PREFIX", "DEDUPE_FAIL_OPEN",
 	"QUEUE_TYPE", "DELIVERY_LIMIT", "LOG_LEVEL", "LOG_FORMAT", "HEALTH_ADDR",
-	"METRICS_ADDR",
+	"METRICS_ADDR", "AMQP_CA_FILE", "AMQP_CERT_FILE", "AMQP_KEY_FILE",
+	"REDIS_CA_FILE", "REDIS_CERT_FILE", "REDIS_KEY_FILE", "CONSUMER_TIMEOUT",
 }
 
 // configEnvKeys returns every environment variable that could reach
@@ -94,6 +99,7 @@ func defaultConfig() worker.Config {
 		DeliveryLimit:   worker.DefaultDeliveryLimit,
 		LogLevel:        worker.DefaultLogLevel,
 		LogFormat:       worker.DefaultLogFormat,
+		ConsumerTimeout: worker.DefaultConsumerTimeout,
 	}
 }
 
@@ -134,6 +140,7 @@ func TestFromEnvDefaults(t *testing.T) {
 
 func TestFromEnvEveryVariable(t *testing.T) {
 	isolateConfigEnv(t)
+	certs := testenv.NewCerts(t)
 	vars := map[string]string{
 		"AMQP_URL":         "amqps://app:pw@mq.example.com:5671/prod",
 		"REDIS_URL":        "rediss://:pw@redis.example.com:6380/2",
@@ -154,6 +161,13 @@ func TestFromEnvEveryVariable(t *testing.T) {
 		"LOG_FORMAT":       "console",
 		"HEALTH_ADDR":      ":8081",
 		"METRICS_ADDR":     "127.0.0.1:9090",
+		"AMQP_CA_FILE":     certs.CAFile,
+		"AMQP_CERT_FILE":   certs.ClientCert,
+		"AMQP_KEY_FILE":    certs.ClientKey,
+		"REDIS_CA_FILE":    certs.CAFile,
+		"REDIS_CERT_FILE":  certs.ClientCert,
+		"REDIS_KEY_FILE":   certs.ClientKey,
+		"CONSUMER_TIMEOUT": "1h",
 	}
 	if len(vars) != len(configVarSuffixes) {
 		t.Fatalf("the test sets %d variables, Config has %d", len(vars), len(configVarSuffixes))
@@ -185,6 +199,13 @@ func TestFromEnvEveryVariable(t *testing.T) {
 		LogFormat:       "console",
 		HealthAddr:      ":8081",
 		MetricsAddr:     "127.0.0.1:9090",
+		AMQPCAFile:      certs.CAFile,
+		AMQPCertFile:    certs.ClientCert,
+		AMQPKeyFile:     certs.ClientKey,
+		RedisCAFile:     certs.CAFile,
+		RedisCertFile:   certs.ClientCert,
+		RedisKeyFile:    certs.ClientKey,
+		ConsumerTimeout: time.Hour,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("FromEnv() =\n%+v\nwant\n%+v", cfg, want)
@@ -355,7 +376,7 @@ func TestNewValidatesLikeFromEnv(t *testing.T) {
 	}
 }
 
-func TestNewFillsDefaults(t *testing.T) {
+func TestConfigNewFillsDefaults(t *testing.T) {
 	w, err := worker.New(worker.Config{})
 	if err != nil {
 		t.Fatalf("New(Config{}): %v", err)
@@ -386,9 +407,9 @@ func TestNewFillsDefaults(t *testing.T) {
 	}
 }
 
-// TestRedisURLUnusedWithoutRedis: the Redis URL is documented as unused when
+// TestConfigRedisURLUnusedWithoutRedis: the Redis URL is documented as unused when
 // dedupe is off or a Store is set, so it is not validated then.
-func TestRedisURLUnusedWithoutRedis(t *testing.T) {
+func TestConfigRedisURLUnusedWithoutRedis(t *testing.T) {
 	isolateConfigEnv(t)
 	setConfigEnv(t, "REDIS_URL", "mysql://x")
 	setConfigEnv(t, "DEDUPE", "off")
@@ -484,6 +505,42 @@ func checkNoLeak(t *testing.T, name string) {
 	}
 	if !strings.Contains(err.Error(), name) {
 		t.Errorf("error does not name %s: %q", name, err)
+	}
+}
+
+// TestConfigStartLogRedactsPasswords: Run logs the effective settings, URLs
+// included, before it connects. Passwords with a comma are legal in a URL
+// and must not reach the log either.
+func TestConfigStartLogRedactsPasswords(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	cfg := worker.Config{
+		AMQPURL:  "amqp://guest:gu,est9secret@broker.invalid/",
+		RedisURL: "redis://:rd,pw77secret@redis.invalid/0",
+		Logger:   zap.New(core),
+	}
+	w, err := worker.New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if err := w.Handle(worker.Route{Queue: "redact-test", Handler: worker.HandlerFunc(
+		func(context.Context, *worker.Delivery) error { return nil })}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := w.Run(ctx); err == nil {
+		t.Fatal("Run with a cancelled context and no broker succeeded")
+	}
+	if logs.FilterMessage("starting").Len() == 0 {
+		t.Fatal(`no "starting" log entry`)
+	}
+	for _, e := range logs.All() {
+		text := fmt.Sprintf("%s %v", e.Message, e.ContextMap())
+		for _, secret := range []string{"est9secret", "pw77secret"} {
+			if strings.Contains(text, secret) {
+				t.Errorf("log entry leaks a password: %s", text)
+			}
+		}
 	}
 }
 

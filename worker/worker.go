@@ -131,6 +131,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	defer w.end()
 	w.log.Info("starting", append(w.cfg.logFields(), zap.Int("routes", len(routes)))...)
+	w.warnConsumerTimeout(routes)
 	srv, err := w.startServers(w.reg)
 	if err != nil {
 		return err
@@ -170,6 +171,18 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.health.setRunning(false)
 	w.drain(runners, cancelHandlers)
 	return nil
+}
+
+// warnConsumerTimeout warns about routes whose handlers may hold a message
+// unacked for close to the broker's consumer_timeout, after which the
+// broker closes the channel and redelivers everything on it.
+func (w *Worker) warnConsumerTimeout(routes []Route) {
+	for _, r := range routes {
+		if r.Timeout+copyTimeout >= w.cfg.ConsumerTimeout*9/10 {
+			w.log.Warn("handler timeout is close to the broker's consumer_timeout; raise the broker's consumer_timeout or lower the handler timeout",
+				zap.String("queue", r.Queue), zap.Duration("handler_timeout", r.Timeout), zap.Duration("consumer_timeout", w.cfg.ConsumerTimeout))
+		}
+	}
 }
 
 func (w *Worker) begin() ([]Route, []Middleware, error) {
@@ -249,7 +262,11 @@ func (w *Worker) connect(ctx context.Context, routes []Route) (*runtime, error) 
 }
 
 func (w *Worker) connectInto(ctx context.Context, rt *runtime, routes []Route) (err error) {
-	bc := broker.Config{URL: w.cfg.AMQPURL, Logger: w.log}
+	tlsCfg, err := w.cfg.amqpTLS().Load()
+	if err != nil {
+		return fmt.Errorf("%s_AMQP_CA_FILE/CERT_FILE/KEY_FILE: %w", EnvPrefix, err)
+	}
+	bc := broker.Config{URL: w.cfg.AMQPURL, Logger: w.log, TLS: tlsCfg}
 	bc.Name = "warren-consume"
 	if rt.consume, err = broker.Dial(ctx, bc); err != nil {
 		return err
@@ -288,9 +305,31 @@ func (w *Worker) openStore(rt *runtime, routes []Route) error {
 	if err != nil {
 		return fmt.Errorf("%s_REDIS_URL: %w", EnvPrefix, err)
 	}
+	if err := w.applyRedisTLS(opts); err != nil {
+		return err
+	}
 	rt.redis = redis.NewUniversalClient(opts)
 	rt.store, err = dedupe.NewRedis(rt.redis, dedupe.RedisConfig{})
 	return err
+}
+
+// applyRedisTLS adds the configured CA and client certificate to a
+// rediss:// connection.
+func (w *Worker) applyRedisTLS(opts *redis.UniversalOptions) error {
+	files := w.cfg.redisTLS()
+	if files.Empty() {
+		return nil
+	}
+	tlsCfg, err := files.Load()
+	if err != nil {
+		return fmt.Errorf("%s_REDIS_CA_FILE/CERT_FILE/KEY_FILE: %w", EnvPrefix, err)
+	}
+	if opts.TLSConfig == nil {
+		return fmt.Errorf("%s_REDIS_CA_FILE/CERT_FILE/KEY_FILE: set, but %s_REDIS_URL is not rediss://", EnvPrefix, EnvPrefix)
+	}
+	tlsCfg.ServerName = opts.TLSConfig.ServerName
+	opts.TLSConfig = tlsCfg
+	return nil
 }
 
 // pingStore checks the dedupe store every storePingInterval, so that

@@ -6,23 +6,51 @@ import (
 	"strings"
 )
 
-// URL returns raw with any password replaced by "xxxxx". A value that does
-// not parse as a URL is not echoed at all, since it may be a secret itself.
-// A comma-separated list of URLs is redacted item by item.
+// URL returns raw with any password replaced by "xxxxx". A value that
+// does not parse as a URL with a host is not echoed, since a secret may
+// hide anywhere in it. A comma-separated list of URLs is redacted item by
+// item, but only when every item is a URL of its own.
 func URL(raw string) string {
 	if raw == "" {
 		return ""
 	}
-	if strings.Contains(raw, ",") {
-		parts := strings.Split(raw, ",")
+	if parts, ok := splitURLs(raw); ok {
 		for i, p := range parts {
-			parts[i] = URL(strings.TrimSpace(p))
+			parts[i] = single(p)
 		}
 		return strings.Join(parts, ",")
 	}
+	return single(raw)
+}
+
+func splitURLs(raw string) ([]string, bool) {
+	if !strings.Contains(raw, ",") {
+		return nil, false
+	}
+	parts := strings.Split(raw, ",")
+	for i, p := range parts {
+		parts[i] = strings.TrimSpace(p)
+		u, err := url.Parse(parts[i])
+		if err != nil || u.Scheme == "" || u.Host == "" || u.Opaque != "" {
+			return nil, false
+		}
+	}
+	return parts, true
+}
+
+func single(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "<unparsable url>"
+	}
+	hidden := u.Opaque != "" || u.Host == "" ||
+		(u.User == nil && strings.Contains(raw, "@")) ||
+		strings.Contains(u.Path+u.RawQuery+u.Fragment, "@")
+	if hidden {
+		if u.Scheme != "" {
+			return u.Scheme + "://<redacted>"
+		}
+		return "<redacted url>"
 	}
 	return u.Redacted()
 }

@@ -14,6 +14,13 @@ func TestURL(t *testing.T) {
 		{"redis://:s3cret@redis:6379/0", "redis://:xxxxx@redis:6379/0"},
 		{"redis://a:p1@h1:1,redis://b:p2@h2:2", "redis://a:xxxxx@h1:1,redis://b:xxxxx@h2:2"},
 		{"amqp://u:p%zz@host/", "<unparsable url>"},
+		{"amqp://guest:gu,est9s3cret@broker/", "amqp://guest:xxxxx@broker/"},
+		{"http://x,user:s3cret@host/", "http://x,user:xxxxx@host/"},
+		{"amqp:user:s3cret@host/", "amqp://<redacted>"},
+		{"user:s3cret@host", "user://<redacted>"},
+		{"amqp:/user:s3cret@host/", "amqp://<redacted>"},
+		{"redis://u:s3cret@h1:1,h2:2/0", "redis://u:xxxxx@h1:1,h2:2/0"},
+		{"amqp:// ,A:s3cret@0", "<unparsable url>"},
 	}
 	for _, c := range cases {
 		if got := URL(c.in); got != c.want {
