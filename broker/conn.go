@@ -314,21 +314,21 @@ func isConnErr(err error) bool {
 	return errors.As(err, &ae) && !ae.Recover
 }
 
-// redeclare declares every registered topology again, for a consumer that
-// found its queue missing. Failures are logged; the caller retries.
-func (c *Conn) redeclare(ctx context.Context) {
+// Redeclare declares every topology given to Declare again, for when a
+// queue was deleted under a running worker.
+func (c *Conn) Redeclare(ctx context.Context) error {
 	live, err := c.current(ctx)
 	if err != nil {
-		return
+		return err
 	}
 	c.mu.Lock()
 	tops := append([]Topology(nil), c.topologies...)
 	c.mu.Unlock()
 	for _, t := range tops {
 		if err := declareOn(live.conn, t); err != nil {
-			c.log.Warn("redeclaring topology failed", zap.Error(err))
-			return
+			return err
 		}
 	}
-	c.log.Info("topology redeclared")
+	c.log.Info("topology declared again")
+	return nil
 }

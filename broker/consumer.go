@@ -177,7 +177,9 @@ func (cn *Consumer) open(ctx context.Context) (*session, <-chan amqp.Delivery, e
 		_ = ch.Close()
 		var ae *amqp.Error
 		if errors.As(err, &ae) && ae.Code == amqp.NotFound {
-			cn.conn.redeclare(ctx)
+			if derr := cn.conn.Redeclare(ctx); derr != nil {
+				cn.log.Warn("declaring the topology again failed", zap.Error(derr))
+			}
 		}
 		return nil, nil, fmt.Errorf("consuming %q: %w", cn.cfg.Queue, err)
 	}

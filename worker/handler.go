@@ -21,8 +21,8 @@ type Delivery struct {
 	Redelivered bool
 	// Attempt is 1 on the first delivery and grows with each retry.
 	Attempt int
-	// MaxAttempts is the route's limit; the last attempt has
-	// Attempt == MaxAttempts.
+	// MaxAttempts is the route's limit: a failure on an attempt >=
+	// MaxAttempts is dead-lettered.
 	MaxAttempts int
 	// IdempotencyKey is stable across redeliveries and retries of this
 	// message (the dedupe key). Pass it to other systems that accept one,
@@ -35,8 +35,9 @@ type Delivery struct {
 //   - nil: done. With dedupe, the message is marked done; then it is acked.
 //   - Permanent(err), or a JSON decode failure: dead-lettered at once to the
 //     queue's .dlq with the error in its headers, then acked.
-//   - RetryAfter(d, err): retried through the smallest delay tier >= d, if
-//     attempts remain; otherwise dead-lettered.
+//   - RetryAfter(d, err): retried through the smallest delay tier >= d (the
+//     largest tier when d exceeds them all), if attempts remain; otherwise
+//     dead-lettered.
 //   - Discard(err): acked and logged; nothing is kept.
 //   - any other error, a panic or a timeout: retried through the next delay
 //     tier if attempts remain; otherwise dead-lettered.

@@ -96,6 +96,7 @@ func (r *runner) failureHeaders(h map[string]any, dec decision, attempt int) {
 // retryMessage is the copy published to a delay tier.
 func (r *runner) retryMessage(bd *broker.Delivery, d *Delivery, dec decision) broker.Message {
 	m := bd.Message
+	m.Expiration = "" // the tier's TTL decides when it comes back
 	h := copyHeaders(bd, d)
 	next := d.Attempt
 	if dec.spend {
@@ -110,6 +111,7 @@ func (r *runner) retryMessage(bd *broker.Delivery, d *Delivery, dec decision) br
 // and properties unchanged, with the failure written in headers.
 func (r *runner) deadLetter(bd *broker.Delivery, d *Delivery, dec decision) broker.Message {
 	m := bd.Message
+	m.Expiration = "" // as the broker does when it dead-letters: a dead letter never expires
 	h := copyHeaders(bd, d)
 	r.failureHeaders(h, dec, d.Attempt)
 	h[HeaderDeadLetterReason] = dec.reason
@@ -117,14 +119,16 @@ func (r *runner) deadLetter(bd *broker.Delivery, d *Delivery, dec decision) brok
 	return m
 }
 
-// cut shortens s to at most n bytes on a rune boundary.
+// cut makes s valid UTF-8 and shortens it to at most n bytes on a rune
+// boundary.
 func cut(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
 	if len(s) <= n {
 		return s
 	}
-	s = s[:n-len("…")]
-	for !utf8.ValidString(s) {
-		s = s[:len(s)-1]
+	end := n - len("…")
+	for end > 0 && !utf8.RuneStart(s[end]) {
+		end--
 	}
-	return strings.TrimRight(s, " ") + "…"
+	return strings.TrimRight(s[:end], " ") + "…"
 }

@@ -106,7 +106,7 @@ func intHeader(t *testing.T, h amqp.Table, k string) int {
 	}
 }
 
-// fail returns a handler that records every call and returns err.
+// failing returns a handler that records every call and returns err.
 func failing(rec *recorder, err error) worker.Handler {
 	return worker.HandlerFunc(func(ctx context.Context, d *worker.Delivery) error {
 		rec.record(d)
@@ -147,7 +147,9 @@ func checkDeadLetter(t *testing.T, m amqp.Delivery, queue, handler, reason, kind
 	} else if last.Before(first) {
 		t.Errorf("last failure %s before first failure %s", last, first)
 	}
-	for _, k := range []string{"x-death", "x-first-death-queue", "x-last-death-queue", "x-delivery-count"} {
+	// x-delivery-count is not checked: a quorum DLQ adds its own (0) when
+	// the test reads the dead letter.
+	for _, k := range []string{"x-death", "x-first-death-queue", "x-last-death-queue"} {
 		if _, ok := h[k]; ok {
 			t.Errorf("dead letter still carries the broker header %s = %v", k, h[k])
 		}
@@ -461,7 +463,11 @@ func TestDeadLetterInvalidAttemptHeader(t *testing.T) {
 	f.mustStop()
 	f.expectCounts(0, append(tiers(f.queue, tier1, tier2), f.queue)...)
 	seen := map[string]bool{}
-	for _, m := range f.admin.GetAll(dlq) {
+	dead := f.admin.GetAll(dlq)
+	if len(dead) != len(bad) {
+		t.Errorf("dlq holds %d dead letters, want %d", len(dead), len(bad))
+	}
+	for _, m := range dead {
 		seen[m.MessageId] = true
 		checkDeadLetter(t, m, f.queue, f.queue, worker.KindBadAttempt, worker.KindBadAttempt, 1, retry.AttemptHeader)
 		if string(m.Body) != m.MessageId {
@@ -666,7 +672,7 @@ func TestRetryProxyCutsLoseNothing(t *testing.T) {
 	f.admin.PublishBatch("", f.queue, ps)
 
 	// Cut while retry copies are flowing.
-	waitUntil(t, 10*time.Second, func() bool { return retried.Load() > 0 })
+	waitUntil(t, 10*time.Second, func() bool { return retried.Load() >= 20 })
 	for i := 0; i < 3; i++ {
 		proxy.Cut()
 		t.Logf("cut %d at %d calls, %d retried", i+1, calls.Load(), retried.Load())
@@ -724,4 +730,113 @@ func TestRetryProxyCutsLoseNothing(t *testing.T) {
 	}
 	t.Logf("%d messages, %d calls, %d missing, %d duplicate dead letters, %d still in Q or tiers; dead letters by reason: %v",
 		n, calls.Load(), missing, dups, inFlight, reasons)
+}
+
+// TestRetryDelayIgnoresPerMessageExpiration: a message published with a
+// per-message expiration shorter than the tier must still wait the whole
+// tier before its next attempt.
+func TestRetryDelayIgnoresPerMessageExpiration(t *testing.T) {
+	t.Parallel()
+	rec := newRecorder()
+	cfg := retryConfig(t, broker.Quorum)
+	cfg.RetryDelays = []time.Duration{time.Second, 2 * time.Second}
+	f := newFixture(t, cfg, worker.Route{Handler: worker.HandlerFunc(func(ctx context.Context, d *worker.Delivery) error {
+		rec.record(d)
+		if d.Attempt == 1 {
+			return errors.New("once")
+		}
+		return nil
+	})}).start()
+	// 300ms is ample for the idle consumer to take it off Q.
+	f.admin.Publish("", f.queue, amqp.Publishing{Body: []byte("short ttl"), MessageId: "ttl-2", Expiration: "300"})
+	got := rec.wait(t, 2, 10*time.Second)
+	if gap := got[1].at.Sub(got[0].at); gap < time.Second {
+		t.Errorf("attempt 2 came %s after attempt 1, want >= the 1s tier: the retry copy kept the original's expiration", gap)
+	}
+}
+
+// TestDeadLetterErrorHeaderIsBounded: the error text in a dead letter is
+// cut to MaxErrorHeader bytes, keeping its start.
+func TestDeadLetterErrorHeaderIsBounded(t *testing.T) {
+	t.Parallel()
+	cases := map[string]string{
+		"ascii":        "first line: " + strings.Repeat("x", 5000),
+		"multibyte":    "zaźółć: " + strings.Repeat("ł", 3000),
+		"invalid-utf8": "bad byte \xff in: " + strings.Repeat("y", 5000),
+	}
+	for name, text := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			rec := newRecorder()
+			f := newFixture(t, retryConfig(t, broker.Quorum), worker.Route{
+				Handler: failing(rec, worker.Permanent(errors.New(text))),
+			}).start()
+			f.publish("", broker.Message{Body: []byte(name)})
+			dlq := retry.DLQ(f.queue)
+			if n := f.admin.WaitCount(dlq, 1, 10*time.Second); n != 1 {
+				t.Fatalf("dlq holds %d", n)
+			}
+			f.mustStop()
+			m, _ := f.admin.Get(dlq)
+			got := header(t, m.Headers, worker.HeaderError)
+			if len(got) > worker.MaxErrorHeader {
+				t.Errorf("error header is %d bytes, want <= %d", len(got), worker.MaxErrorHeader)
+			}
+			if len(got) < worker.MaxErrorHeader/2 {
+				t.Errorf("error header cut to %d bytes (%q); want most of the %d allowed", len(got), got, worker.MaxErrorHeader)
+			}
+			if !strings.HasPrefix(got, "permanent: "+text[:8]) {
+				t.Errorf("error header %.40q... does not start with the error", got)
+			}
+		})
+	}
+}
+
+// TestRetryWhenTierQueueIsGone: a retry copy the broker cannot route (its
+// tier queue was deleted) is not lost: the topology is declared again, the
+// message requeued without spending an attempt, and its retries go on.
+func TestRetryWhenTierQueueIsGone(t *testing.T) {
+	t.Parallel()
+	rec := newRecorder()
+	f := newFixture(t, retryConfig(t, broker.Quorum), worker.Route{
+		Handler: failing(rec, errors.New("flaky")),
+	}).start()
+	f.admin.DeleteQueueNow(retry.TierQueue(f.queue, tier1))
+	f.publish("", broker.Message{Body: []byte("x"), MessageID: "gone-tier"})
+	dlq := retry.DLQ(f.queue)
+	if n := f.admin.WaitCount(dlq, 1, 15*time.Second); n != 1 {
+		t.Fatalf("dlq holds %d, want 1", n)
+	}
+	f.mustStop()
+	calls := rec.count()
+	if calls < 4 {
+		t.Fatalf("handler ran %d times; want the run whose copy failed plus 3 attempts", calls)
+	}
+	m, _ := f.admin.Get(dlq)
+	checkDeadLetter(t, m, f.queue, f.queue, worker.KindExhausted, worker.KindError, 3, "flaky")
+	if m.MessageId != "gone-tier" {
+		t.Errorf("dead letter id %q", m.MessageId)
+	}
+}
+
+// TestDeadLetterWhenDLQIsGone: a dead letter that cannot be stored (its
+// DLQ was deleted) does not make the message disappear: the topology is
+// declared again and the message requeued, and its dead letter lands in
+// the new DLQ.
+func TestDeadLetterWhenDLQIsGone(t *testing.T) {
+	t.Parallel()
+	rec := newRecorder()
+	f := newFixture(t, retryConfig(t, broker.Classic), worker.Route{
+		Handler: failing(rec, worker.Permanent(errors.New("no good"))),
+	}).start()
+	dlq := retry.DLQ(f.queue)
+	f.admin.DeleteQueueNow(dlq)
+	f.publish("", broker.Message{Body: []byte("x"), MessageID: "gone-dlq"})
+	waitUntil(t, 15*time.Second, func() bool { return f.admin.TryCount(dlq) == 1 })
+	f.mustStop()
+	if calls := rec.count(); calls != 2 {
+		t.Fatalf("handler ran %d times, want 2 (the run whose dead letter failed, and one more)", calls)
+	}
+	m, _ := f.admin.Get(dlq)
+	checkDeadLetter(t, m, f.queue, f.queue, worker.KindPermanent, worker.KindPermanent, 1, "no good")
 }

@@ -43,37 +43,37 @@ func (r *runner) publishCopy(hctx context.Context, queue string, m broker.Messag
 }
 
 // copyFailed handles a retry copy or dead letter that the broker did not
-// confirm. The original is never acked then. When the broker refused the
-// copy itself (too large, or its queue is gone), a retry becomes a dead
-// letter, and a dead letter falls back to the broker's own dead-lettering
-// (a reject, which the queue routes to its .dlq). Otherwise the message is
-// requeued and comes back.
+// confirm. The original is never acked then:
+//   - its target queue is gone (unroutable): the topology is declared
+//     again and the message requeued, to be tried again;
+//   - the broker refused the copy itself (too large, say): a retry becomes
+//     a dead letter, and a dead letter falls back to the broker's own
+//     dead-lettering (a reject, which the queue routes to its .dlq);
+//   - anything else (a lost connection, a timeout): it is requeued.
 func (r *runner) copyFailed(hctx context.Context, bd *broker.Delivery, d *Delivery, dec decision, err error) decision {
 	r.log.Warn("storing the message's copy failed", append(messageFields(d), zap.String("copy", string(dec.outcome)), zap.Error(err))...)
 	if dec.release != nil {
 		defer dec.release()
 	}
-	if !refused(err) {
-		dec.outcome, dec.err = OutcomeRequeue, err
-		dec.stale = errors.Is(bd.Nack(true), broker.ErrStale)
-		return dec
-	}
-	if dec.outcome == OutcomeRetry {
-		dl := decision{outcome: OutcomeDeadLetter, kind: dec.kind, reason: KindUnpublished, err: errors.Join(dec.err, err), release: dec.release}
-		dec.release = nil
-		return r.settle(hctx, bd, d, dl)
-	}
-	dec.reason, dec.err = KindUnpublished, errors.Join(dec.err, err)
-	dec.stale = errors.Is(bd.Nack(false), broker.ErrStale)
-	return dec
-}
-
-// refused reports a publish error caused by the message or its target,
-// which publishing the same message again would not fix.
-func refused(err error) bool {
 	var (
 		ce *broker.ChannelError
 		ue *broker.UnroutableError
 	)
-	return errors.As(err, &ce) || errors.As(err, &ue)
+	switch {
+	case errors.As(err, &ue):
+		if derr := r.conn.Redeclare(hctx); derr != nil {
+			r.log.Warn("declaring the topology again failed", zap.Error(derr))
+		}
+	case errors.As(err, &ce) && dec.outcome == OutcomeRetry:
+		dl := decision{outcome: OutcomeDeadLetter, kind: dec.kind, reason: KindUnpublished, err: errors.Join(dec.err, err), release: dec.release}
+		dec.release = nil
+		return r.settle(hctx, bd, d, dl)
+	case errors.As(err, &ce):
+		dec.reason, dec.err = KindUnpublished, errors.Join(dec.err, err)
+		dec.stale = errors.Is(bd.Nack(false), broker.ErrStale)
+		return dec
+	}
+	dec.outcome, dec.err = OutcomeRequeue, errors.Join(dec.err, err)
+	dec.stale = errors.Is(bd.Nack(true), broker.ErrStale)
+	return dec
 }

@@ -139,3 +139,18 @@ func (a *Admin) DeclareQueue(name string) {
 		a.t.Fatalf("declare %q: %v", name, err)
 	}
 }
+
+// TryCount returns the number of ready messages in queue, or -1 when the
+// queue does not exist.
+func (a *Admin) TryCount(queue string) int {
+	ch, err := a.conn.Channel()
+	if err != nil {
+		a.t.Fatalf("admin channel: %v", err)
+	}
+	defer ch.Close()
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	if err != nil {
+		return -1
+	}
+	return q.Messages
+}
