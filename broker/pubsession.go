@@ -55,8 +55,11 @@ func (s *pubSession) publish(ctx context.Context, exchange, key string, pub *amq
 	s.mu.Unlock()
 	if err := s.ch.PublishWithContext(ctx, exchange, key, true, false, *pub); err != nil {
 		s.forget(p.tag)
-		if s.ch.IsClosed() {
+		if s.ch.IsClosed() || isConnErr(err) {
+			// The connection broke under the write: nothing was stored,
+			// and the caller publishes again on the next channel.
 			s.markDead()
+			_ = s.ch.Close()
 		}
 		return nil, err
 	}

@@ -1,0 +1,104 @@
+package broker_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/internal/testenv"
+)
+
+// TestPublisherUnderCutsLosesNothingConfirmed publishes from many
+// goroutines while the connection is cut again and again. Every publish
+// that returned nil must be in the queue: success is reported only for
+// confirmed messages. Publishes that failed are counted; none may be
+// silently lost after being reported confirmed.
+func TestPublisherUnderCutsLosesNothingConfirmed(t *testing.T) {
+	t.Parallel()
+	a := testenv.NewAdmin(t)
+	proxy, url := testenv.AMQPProxy(t)
+	c := dial(t, url)
+	top, ex, q := simpleTopology(t, a, broker.Quorum)
+	if err := c.Declare(ctxT(t, 10*time.Second), top); err != nil {
+		t.Fatal(err)
+	}
+	pub := c.NewPublisher()
+	defer pub.Close()
+	const workers, each = 16, 60
+	var (
+		mu        sync.Mutex
+		confirmed = map[string]bool{}
+		failed    atomic.Int32
+		wg        sync.WaitGroup
+	)
+	stopCuts := make(chan struct{})
+	cutsDone := make(chan int)
+	go func() {
+		n := 0
+		defer func() { cutsDone <- n }()
+		for {
+			select {
+			case <-stopCuts:
+				return
+			case <-time.After(150 * time.Millisecond):
+				proxy.Cut()
+				n++
+			}
+		}
+	}()
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				id := fmt.Sprintf("w%d-%d", w, i)
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				err := pub.Publish(ctx, ex, "k", broker.Message{MessageID: id})
+				cancel()
+				if err != nil {
+					if failed.Add(1) <= 3 {
+						t.Logf("publish %s failed: %v", id, err)
+					}
+					continue
+				}
+				mu.Lock()
+				confirmed[id] = true
+				mu.Unlock()
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(stopCuts)
+	cuts := <-cutsDone
+	found := map[string]int{}
+	for {
+		d, ok := a.Get(q)
+		if !ok {
+			break
+		}
+		found[d.MessageId]++
+	}
+	missing, dups := 0, 0
+	for id := range confirmed {
+		if found[id] == 0 {
+			missing++
+		}
+	}
+	for _, n := range found {
+		if n > 1 {
+			dups += n - 1
+		}
+	}
+	t.Logf("cuts %d, published %d, confirmed %d, failed %d, found %d distinct, %d duplicate copies",
+		cuts, workers*each, len(confirmed), failed.Load(), len(found), dups)
+	if cuts == 0 {
+		t.Fatal("no cut happened during the run")
+	}
+	if missing > 0 {
+		t.Fatalf("%d messages reported confirmed are not in the queue", missing)
+	}
+}
