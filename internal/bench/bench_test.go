@@ -1,0 +1,117 @@
+package bench_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/warrenmq/warren/internal/bench"
+	"github.com/warrenmq/warren/internal/testenv"
+)
+
+// Environment of the idle-rss child, which is this test binary run again.
+const (
+	childEnv        = "WARREN_BENCH_TEST_IDLE_CHILD" // the queue name prefix
+	childAMQPURLEnv = "WARREN_BENCH_TEST_AMQP_URL"
+)
+
+func TestMain(m *testing.M) {
+	if prefix := os.Getenv(childEnv); prefix != "" {
+		if err := bench.IdleChild(context.Background(), os.Getenv(childAMQPURLEnv), prefix, os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "idle child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestSmoke runs every case once with tiny sizes and checks that each
+// measured something and processed exactly the messages it was given.
+// It asserts nothing about speed.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs every bench case against the broker and Redis")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const messages, inFlight = 300, 300
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	rep, err := bench.Run(ctx, bench.Options{
+		AMQPURL:    testenv.AMQPURL(),
+		RedisURL:   testenv.RedisURL(),
+		Rounds:     1,
+		Messages:   messages,
+		InFlight:   inFlight,
+		Out:        &out,
+		IdleSettle: 500 * time.Millisecond,
+		IdleCommand: func(amqpURL, prefix string) (*exec.Cmd, error) {
+			cmd := exec.Command(exe, "-test.run=^$")
+			cmd.Env = append(os.Environ(), childEnv+"="+prefix, childAMQPURLEnv+"="+amqpURL)
+			return cmd, nil
+		},
+	})
+	t.Logf("bench output:\n%s", out.String())
+	if err != nil {
+		t.Fatalf("bench.Run: %v", err)
+	}
+	want := map[string]int{
+		"baseline-consume":      messages,
+		"warren-consume":        messages,
+		"warren-consume-dedupe": messages,
+		"baseline-publish":      messages,
+		"warren-publish":        messages,
+		"io-bound":              messages,
+		"memory-inflight":       inFlight,
+		"idle-rss":              0,
+	}
+	if len(rep.Results) != len(want) {
+		t.Errorf("got %d results, want %d", len(rep.Results), len(want))
+	}
+	for _, name := range bench.CaseNames() {
+		res := rep.Result(name)
+		if res == nil {
+			t.Errorf("%s: no result", name)
+			continue
+		}
+		if res.Failed() {
+			t.Errorf("%s: failed: %v", name, res.Errors)
+		}
+		if len(res.Rounds) != 1 {
+			t.Errorf("%s: %d round(s), want 1", name, len(res.Rounds))
+			continue
+		}
+		r := res.Rounds[0]
+		if !(r.Value > 0) {
+			t.Errorf("%s: value %v, want > 0", name, r.Value)
+		}
+		if r.Expected != want[name] || r.Processed != want[name] {
+			t.Errorf("%s: given %d, processed %d; want %d of each", name, r.Expected, r.Processed, want[name])
+		}
+		line := "BENCH case=" + name + " value="
+		if !strings.Contains(out.String(), line) {
+			t.Errorf("%s: the output has no %q line", name, line)
+		}
+	}
+	for _, res := range rep.Results {
+		for _, w := range res.Warnings {
+			t.Logf("%s: warning: %s", res.Case, w)
+		}
+	}
+}
+
+func TestUnknownCase(t *testing.T) {
+	_, err := bench.Run(context.Background(), bench.Options{Cases: []string{"nope"}})
+	if err == nil || !strings.Contains(err.Error(), `unknown case "nope"`) {
+		t.Fatalf("got %v, want an unknown case error", err)
+	}
+}

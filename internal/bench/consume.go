@@ -1,0 +1,476 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/worker"
+)
+
+// Settings of the consume cases.
+const (
+	baselineConsumers = 8
+	baselinePrefetch  = 100
+	consumeConc       = 8
+	consumePrefetch   = 100
+	ioConc            = 32
+	ioPrefetch        = 64
+	ioWork            = 2 * time.Millisecond
+	// stuckAfter is how long a worker may take to return from Run after
+	// its context ended before the round fails as a stuck shutdown. The
+	// handlers here finish at once, so the drain should be quick; the
+	// worker's own shutdown timeout is 30s.
+	stuckAfter = 45 * time.Second
+	// slowStop is a stop time worth a warning.
+	slowStop = 5 * time.Second
+)
+
+// roundTimeout bounds the timed section of a round of n messages.
+func roundTimeout(n int) time.Duration { return time.Minute + time.Duration(n)*2*time.Millisecond }
+
+// counter counts handler calls and closes done at the target.
+type counter struct {
+	target int64
+	calls  atomic.Int64
+	done   chan struct{}
+	first  atomic.Int64 // unix nanoseconds of the first call
+}
+
+func newCounter(target int) *counter {
+	return &counter{target: int64(target), done: make(chan struct{})}
+}
+
+// enter records the first call's time.
+func (c *counter) enter() {
+	if c.first.Load() == 0 {
+		c.first.CompareAndSwap(0, time.Now().UnixNano())
+	}
+}
+
+// hit counts a finished call.
+func (c *counter) hit() {
+	if c.calls.Add(1) == c.target {
+		close(c.done)
+	}
+}
+
+// firstAfter is the time from start to the first call.
+func (c *counter) firstAfter(start time.Time) time.Duration {
+	f := c.first.Load()
+	if f == 0 {
+		return 0
+	}
+	return time.Unix(0, f).Sub(start)
+}
+
+// waitFor waits for done, ctx, an early result on failed, or timeout.
+func waitFor(ctx context.Context, done <-chan struct{}, failed <-chan error, timeout time.Duration, progress func() string) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		return nil
+	case err := <-failed:
+		if err == nil {
+			err = errors.New("returned nil")
+		}
+		return fmt.Errorf("worker Run ended before the messages were handled: %w", err)
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return fmt.Errorf("timed out after %s: %s", timeout, progress())
+	}
+}
+
+func rate(n int, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+// baselineConsume consumes with plain amqp091-go: one channel, prefetch
+// 100, 8 goroutines ranging over the deliveries, one ack per message.
+func (e *env) baselineConsume(ctx context.Context, round int) (Round, error) {
+	n := e.opts.Messages
+	q := e.name("baseline-consume", round)
+	if err := e.declarePlain(q); err != nil {
+		return Round{}, err
+	}
+	defer e.deleteQueues(q)
+	if err := e.fill(ctx, q, n, BodySize); err != nil {
+		return Round{}, err
+	}
+	conn, err := dial(e.opts.AMQPURL, "warren-bench-baseline-consume")
+	if err != nil {
+		return Round{}, err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return Round{}, fmt.Errorf("opening a channel: %w", err)
+	}
+	defer ch.Close()
+	if err := ch.Qos(baselinePrefetch, 0, false); err != nil {
+		return Round{}, fmt.Errorf("setting prefetch: %w", err)
+	}
+	cnt := newCounter(n)
+	var ackErrs atomic.Int64
+	const tag = "warren-bench-baseline"
+
+	start := time.Now()
+	deliveries, err := ch.Consume(q, tag, false, false, false, false, nil)
+	if err != nil {
+		return Round{}, fmt.Errorf("consuming: %w", err)
+	}
+	var wg sync.WaitGroup
+	for range baselineConsumers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for d := range deliveries {
+				cnt.enter()
+				if err := d.Ack(false); err != nil {
+					ackErrs.Add(1)
+				}
+				cnt.hit()
+			}
+		}()
+	}
+	err = waitFor(ctx, cnt.done, nil, roundTimeout(n), func() string {
+		return fmt.Sprintf("%d of %d acked", cnt.calls.Load(), n)
+	})
+	elapsed := time.Since(start)
+	_ = ch.Cancel(tag, false)
+	_ = ch.Close()
+	wg.Wait()
+	if err != nil {
+		return Round{}, err
+	}
+	r := Round{Value: rate(n, elapsed), Expected: n, Processed: int(cnt.calls.Load()), Elapsed: elapsed,
+		Detail: fmt.Sprintf("%d msgs in %s; first delivery after %s", n, elapsed.Round(time.Millisecond),
+			cnt.firstAfter(start).Round(100*time.Microsecond))}
+	if k := ackErrs.Load(); k > 0 {
+		return r, fmt.Errorf("%d ack(s) failed", k)
+	}
+	if r.Processed != n {
+		return r, fmt.Errorf("acked %d message(s), want %d", r.Processed, n)
+	}
+	if err := e.expectEmpty(q); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// workerRound is one warren worker run on a filled queue.
+type workerRound struct {
+	e       *env
+	w       *worker.Worker
+	queue   string
+	topo    broker.Topology
+	cancel  context.CancelFunc
+	runErr  chan error
+	started time.Time
+	stopped bool
+}
+
+// workerConfig is the configuration of every bench worker.
+func (e *env) workerConfig(conc, prefetch int) worker.Config {
+	return worker.Config{
+		AMQPURL:     e.opts.AMQPURL,
+		RedisURL:    e.opts.RedisURL,
+		Concurrency: conc,
+		Prefetch:    prefetch,
+		Dedupe:      worker.DedupeOff,
+		QueueType:   broker.Classic,
+		Logger:      zap.NewNop(),
+	}
+}
+
+// prepareWorker builds a worker with one route on a fresh queue, declares
+// the route's topology as warren does and fills the queue with n
+// messages of size bytes. Call cleanup afterwards, even on error.
+func (e *env) prepareWorker(ctx context.Context, kind string, round int, cfg worker.Config, h worker.Handler, n, size int) (*workerRound, error) {
+	wr := &workerRound{e: e, queue: e.name(kind, round)}
+	w, err := worker.New(cfg)
+	if err != nil {
+		return wr, fmt.Errorf("worker.New: %w", err)
+	}
+	if err := w.Handle(worker.Route{Queue: wr.queue, Handler: h}); err != nil {
+		return wr, fmt.Errorf("worker.Handle: %w", err)
+	}
+	wr.w = w
+	wr.topo = w.Topology()
+	if err := e.declareTopology(wr.topo); err != nil {
+		return wr, err
+	}
+	if err := e.fill(ctx, wr.queue, n, size); err != nil {
+		return wr, err
+	}
+	return wr, nil
+}
+
+// start starts Run and the clock.
+func (wr *workerRound) start(ctx context.Context) {
+	runCtx, cancel := context.WithCancel(ctx)
+	wr.cancel = cancel
+	wr.runErr = make(chan error, 1)
+	wr.started = time.Now()
+	go func() { wr.runErr <- wr.w.Run(runCtx) }()
+}
+
+// stop ends Run's context and waits for Run to return.
+func (wr *workerRound) stop() (time.Duration, error) {
+	if wr.cancel == nil || wr.stopped {
+		return 0, nil
+	}
+	wr.stopped = true
+	t := time.Now()
+	wr.cancel()
+	select {
+	case err := <-wr.runErr:
+		took := time.Since(t)
+		if err != nil {
+			return took, fmt.Errorf("worker Run returned an error: %w", err)
+		}
+		if took > slowStop {
+			wr.e.warn("%s: worker took %s to stop", wr.queue, took.Round(time.Millisecond))
+		}
+		return took, nil
+	case <-time.After(stuckAfter):
+		return stuckAfter, fmt.Errorf("stuck shutdown: worker Run did not return within %s after its context ended", stuckAfter)
+	}
+}
+
+// cleanup stops the worker if needed and deletes the queues.
+func (wr *workerRound) cleanup() {
+	if _, err := wr.stop(); err != nil {
+		wr.e.warn("%s: %v", wr.queue, err)
+	}
+	if len(wr.topo.Queues) > 0 {
+		wr.e.deleteQueues(queueNames(wr.topo)...)
+	} else {
+		wr.e.deleteQueues(wr.queue)
+	}
+}
+
+// verify checks, after stop, that the queue and its retry tiers and
+// dead-letter queue are empty and that the worker settled exactly n
+// messages, all with an ack.
+func (wr *workerRound) verify(n int) error {
+	names := queueNames(wr.topo)
+	if err := wr.e.expectEmpty(names...); err != nil {
+		return err
+	}
+	out := outcomes(wr.w, wr.queue)
+	total := 0.0
+	for _, v := range out {
+		total += v
+	}
+	if out[string(worker.OutcomeAck)] != float64(n) || total != float64(n) {
+		return fmt.Errorf("worker settled %v, want %d acks and nothing else", out, n)
+	}
+	return nil
+}
+
+// outcomes reads warren_messages_total of queue by outcome from the
+// worker's registry.
+func outcomes(w *worker.Worker, queue string) map[string]float64 {
+	out := map[string]float64{}
+	mfs, err := w.Registry().Gather()
+	if err != nil {
+		return out
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "warren_messages_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var q, o string
+			for _, l := range m.GetLabel() {
+				switch l.GetName() {
+				case "queue":
+					q = l.GetValue()
+				case "outcome":
+					o = l.GetValue()
+				}
+			}
+			if q == queue {
+				out[o] += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return out
+}
+
+// rateSpec describes a warren throughput round.
+type rateSpec struct {
+	kind        string
+	concurrency int
+	prefetch    int
+	dedupe      bool
+	work        func(ctx context.Context)
+}
+
+func (e *env) warrenConsume(ctx context.Context, round int) (Round, error) {
+	return e.warrenRate(ctx, round, rateSpec{kind: "warren-consume", concurrency: consumeConc, prefetch: consumePrefetch})
+}
+
+func (e *env) warrenConsumeDedupe(ctx context.Context, round int) (Round, error) {
+	return e.warrenRate(ctx, round, rateSpec{kind: "warren-consume-dedupe", concurrency: consumeConc, prefetch: consumePrefetch, dedupe: true})
+}
+
+func (e *env) ioBound(ctx context.Context, round int) (Round, error) {
+	r, err := e.warrenRate(ctx, round, rateSpec{kind: "io-bound", concurrency: ioConc, prefetch: ioPrefetch,
+		work: func(context.Context) { time.Sleep(ioWork) }})
+	if err == nil {
+		r.Detail = joinNonEmpty(r.Detail, fmt.Sprintf("%.2f of %.0f msg/s", r.Value/ioReference, ioReference))
+	}
+	return r, err
+}
+
+// warrenRate runs a worker with one route on a filled queue and measures
+// from Run's start until the handler has finished for every message.
+func (e *env) warrenRate(ctx context.Context, round int, s rateSpec) (Round, error) {
+	n := e.opts.Messages
+	cfg := e.workerConfig(s.concurrency, s.prefetch)
+	prefix := ""
+	if s.dedupe {
+		if err := e.pingRedis(ctx); err != nil {
+			return Round{}, err
+		}
+		prefix = "warren-bench:" + uniqueSuffix()
+		cfg.Dedupe = worker.DedupeOn
+		cfg.DedupePrefix = prefix
+	}
+	cnt := newCounter(n)
+	h := worker.HandlerFunc(func(ctx context.Context, _ *worker.Delivery) error {
+		cnt.enter()
+		if s.work != nil {
+			s.work(ctx)
+		}
+		cnt.hit()
+		return nil
+	})
+	if s.dedupe {
+		// Registered first, so it runs after the worker has stopped.
+		defer func() {
+			if _, err := e.deleteKeys(context.Background(), prefix); err != nil {
+				e.warn("%v", err)
+			}
+		}()
+	}
+	wr, err := e.prepareWorker(ctx, s.kind, round, cfg, h, n, BodySize)
+	defer wr.cleanup()
+	if err != nil {
+		return Round{}, err
+	}
+	wr.start(ctx)
+	err = waitFor(ctx, cnt.done, wr.runErr, roundTimeout(n), func() string {
+		return fmt.Sprintf("the handler finished %d of %d", cnt.calls.Load(), n)
+	})
+	elapsed := time.Since(wr.started)
+	stopTook, stopErr := wr.stop()
+	if err != nil {
+		return Round{}, err
+	}
+	r := Round{Value: rate(n, elapsed), Expected: n, Processed: int(cnt.calls.Load()), Elapsed: elapsed,
+		Detail: fmt.Sprintf("%d msgs in %s; first handler call after %s (includes connecting); stop took %s",
+			n, elapsed.Round(time.Millisecond), cnt.firstAfter(wr.started).Round(100*time.Microsecond), stopTook.Round(time.Millisecond))}
+	if stopErr != nil {
+		return r, stopErr
+	}
+	if r.Processed != n {
+		return r, fmt.Errorf("the handler ran %d time(s) for %d messages", r.Processed, n)
+	}
+	if err := wr.verify(n); err != nil {
+		return r, err
+	}
+	if s.dedupe {
+		keys, err := e.deleteKeys(ctx, prefix)
+		if err != nil {
+			return r, err
+		}
+		if keys != n {
+			return r, fmt.Errorf("found %d dedupe key(s) under %q, want one done mark per message (%d)", keys, prefix, n)
+		}
+	}
+	return r, nil
+}
+
+// memoryInFlight holds InFlight messages of 4 KiB in flight at once, one
+// per handler, and measures the heap then.
+func (e *env) memoryInFlight(ctx context.Context, round int) (Round, error) {
+	n := e.opts.InFlight
+	cfg := e.workerConfig(n, n)
+	allIn := make(chan struct{})
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	free := func() { releaseOnce.Do(func() { close(release) }) }
+	var in atomic.Int64
+	h := worker.HandlerFunc(func(ctx context.Context, _ *worker.Delivery) error {
+		if in.Add(1) == int64(n) {
+			close(allIn)
+		}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	})
+	wr, err := e.prepareWorker(ctx, "memory-inflight", round, cfg, h, n, InFlightBodySize)
+	defer func() {
+		free() // before the worker stops, so that its drain does not wait
+		wr.cleanup()
+	}()
+	if err != nil {
+		return Round{}, err
+	}
+	var before, during runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	wr.start(ctx)
+	err = waitFor(ctx, allIn, wr.runErr, roundTimeout(n), func() string {
+		return fmt.Sprintf("%d of %d in flight", in.Load(), n)
+	})
+	if err != nil {
+		free()
+		_, _ = wr.stop()
+		return Round{}, err
+	}
+	heldFor := time.Since(wr.started)
+	runtime.GC()
+	runtime.ReadMemStats(&during)
+	goroutines := runtime.NumGoroutine()
+	free()
+	stopTook, stopErr := wr.stop()
+	payload := float64(n * InFlightBodySize)
+	r := Round{
+		Value:     float64(during.HeapInuse) / payload,
+		Expected:  n,
+		Processed: int(in.Load()),
+		Elapsed:   heldFor,
+		Detail: fmt.Sprintf("%d x %d B in flight after %s: HeapInuse %s MiB, HeapAlloc %s MiB (%.2fx); before start HeapInuse %s MiB (growth %.2fx); %d goroutines; stop took %s",
+			n, InFlightBodySize, heldFor.Round(time.Millisecond), mib(during.HeapInuse), mib(during.HeapAlloc),
+			float64(during.HeapAlloc)/payload, mib(before.HeapInuse),
+			(float64(during.HeapInuse)-float64(before.HeapInuse))/payload, goroutines, stopTook.Round(time.Millisecond)),
+	}
+	if stopErr != nil {
+		return r, stopErr
+	}
+	if r.Processed != n {
+		return r, fmt.Errorf("the handler ran %d time(s) for %d messages", r.Processed, n)
+	}
+	if err := wr.verify(n); err != nil {
+		return r, err
+	}
+	return r, nil
+}

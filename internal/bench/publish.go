@@ -1,0 +1,151 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/warrenmq/warren/broker"
+)
+
+// Settings of the publish cases.
+const (
+	baselineWindow    = 256
+	warrenPublishers  = 64
+	publishErrSamples = 3
+)
+
+// baselinePublish publishes with plain amqp091-go: one confirmed channel,
+// at most 256 unconfirmed messages, to a queue through the default
+// exchange.
+func (e *env) baselinePublish(ctx context.Context, round int) (Round, error) {
+	n := e.opts.Messages
+	q := e.name("baseline-publish", round)
+	if err := e.declarePlain(q); err != nil {
+		return Round{}, err
+	}
+	defer e.deleteQueues(q)
+	conn, err := dial(e.opts.AMQPURL, "warren-bench-baseline-publish")
+	if err != nil {
+		return Round{}, err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return Round{}, fmt.Errorf("opening a channel: %w", err)
+	}
+	defer ch.Close()
+	if err := ch.Confirm(false); err != nil {
+		return Round{}, fmt.Errorf("confirm mode: %w", err)
+	}
+	b := body(BodySize)
+	ids := messageIDs(q, n)
+	tctx, cancel := context.WithTimeout(ctx, roundTimeout(n))
+	defer cancel()
+
+	start := time.Now()
+	nacks, err := publishWindowed(tctx, ch, q, b, ids, baselineWindow)
+	elapsed := time.Since(start)
+	if err != nil {
+		return Round{}, err
+	}
+	r := Round{Value: rate(n, elapsed), Expected: n, Processed: n - nacks, Elapsed: elapsed,
+		Detail: fmt.Sprintf("%d msgs confirmed in %s (window %d)", n-nacks, elapsed.Round(time.Millisecond), baselineWindow)}
+	if nacks > 0 {
+		return r, fmt.Errorf("the broker nacked %d message(s)", nacks)
+	}
+	if err := e.expectCount(q, n); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// warrenPublish publishes through broker.Publisher from 64 goroutines,
+// each Publish returning after its confirm.
+func (e *env) warrenPublish(ctx context.Context, round int) (Round, error) {
+	n := e.opts.Messages
+	q := e.name("warren-publish", round)
+	if err := e.declarePlain(q); err != nil {
+		return Round{}, err
+	}
+	defer e.deleteQueues(q)
+	dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
+	conn, err := broker.Dial(dctx, broker.Config{URL: e.opts.AMQPURL, Name: "warren-bench-publish", Logger: zap.NewNop()})
+	dcancel()
+	if err != nil {
+		return Round{}, err
+	}
+	defer conn.Close()
+	pub := conn.NewPublisher()
+	defer pub.Close()
+	b := body(BodySize)
+	ids := messageIDs(q, n)
+	tctx, cancel := context.WithTimeout(ctx, roundTimeout(n))
+	defer cancel()
+
+	var (
+		next    atomic.Int64
+		errs    atomic.Int64
+		mu      sync.Mutex
+		samples []string
+		wg      sync.WaitGroup
+	)
+	start := time.Now()
+	for range warrenPublishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(n) {
+					return
+				}
+				err := pub.Publish(tctx, "", q, broker.Message{Body: b, MessageID: ids[i], ContentType: "application/octet-stream"})
+				if err != nil {
+					errs.Add(1)
+					mu.Lock()
+					if len(samples) < publishErrSamples {
+						samples = append(samples, err.Error())
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err := tctx.Err(); err != nil {
+		return Round{}, fmt.Errorf("publishing: %w (%d error(s))", err, errs.Load())
+	}
+	failed := int(errs.Load())
+	st := pub.Stats()
+	r := Round{Value: rate(n, elapsed), Expected: n, Processed: n - failed, Elapsed: elapsed,
+		Detail: fmt.Sprintf("%d msgs confirmed in %s by %d goroutines; %d error(s); publisher stats: %d confirmed, %d nacked, %d returned",
+			n-failed, elapsed.Round(time.Millisecond), warrenPublishers, failed, st.Confirmed.Load(), st.Nacked.Load(), st.Returned.Load())}
+	if failed > 0 {
+		return r, fmt.Errorf("%d Publish call(s) failed, e.g. %v", failed, samples)
+	}
+	if c := st.Confirmed.Load(); c != uint64(n) {
+		return r, fmt.Errorf("the publisher counted %d confirms, want %d", c, n)
+	}
+	if err := e.expectCount(q, n); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// expectCount checks that a queue holds exactly n ready messages.
+func (e *env) expectCount(q string, n int) error {
+	got, err := e.waitCount(q, n, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	if got != n {
+		return fmt.Errorf("queue %q holds %d message(s), want %d", q, got, n)
+	}
+	return nil
+}
