@@ -183,7 +183,7 @@ func (cn *Consumer) open(ctx context.Context) (*session, <-chan amqp.Delivery, e
 		}
 		return nil, nil, fmt.Errorf("consuming %q: %w", cn.cfg.Queue, err)
 	}
-	s := newSession(ch, ch, cn.log, cn.cfg.Prefetch+64)
+	s := newSession(ch, ch, cn.log, cn.cfg.Prefetch)
 	cn.mu.Lock()
 	cn.sessions[s] = struct{}{}
 	cn.mu.Unlock()

@@ -23,37 +23,9 @@ const (
 	settleSent // internal: already settled on the wire
 )
 
-// ackHold bounds how long a finished delivery's ack may wait behind an
-// unfinished one before it is sent on its own.
-const ackHold = 20 * time.Millisecond
-
-type settleReq struct {
-	tag  uint64
-	kind settleKind
-}
-
-// session is one consumer channel and its settler. The settler owns all
-// acks on the channel: it coalesces acks of the contiguous finished prefix
-// of delivery tags into one multiple-ack, sends nacks at once, and never
-// covers an unfinished delivery with a multiple-ack.
-type session struct {
-	ch   *amqp.Channel // for basic.cancel; nil in unit tests
-	wire ackWire
-	log  *zap.Logger
-	in   chan settleReq
-	dead chan struct{} // closed when the channel is gone
-	once sync.Once
-
-	delivered atomic.Uint64 // highest tag handed out
-	retire    chan struct{} // close the channel once everything is settled
-	finish    chan struct{} // flush and close the channel now
-	ended     chan struct{} // the settler has returned
-
-	// settler state, owned by the settler goroutine
-	base    uint64 // every tag <= base is settled on the wire
-	pending map[uint64]settleKind
-	held    int // pending acks waiting behind a gap
-}
+// ackDelay bounds how long a finished delivery's ack may wait to be
+// coalesced with others before it is sent.
+const ackDelay = time.Millisecond
 
 // ackWire is the part of a channel the settler writes to.
 type ackWire interface {
@@ -62,109 +34,116 @@ type ackWire interface {
 	Close() error
 }
 
-func newSession(ch *amqp.Channel, wire ackWire, log *zap.Logger, buffer int) *session {
-	return &session{
+// session is one consumer channel and its acks. Acks are coalesced: the
+// contiguous finished prefix of delivery tags goes out as one
+// multiple-ack once batch acks wait or ackDelay has passed, so a busy
+// channel sends far fewer ack frames than messages. A multiple-ack never
+// covers an unfinished delivery; finished ones stuck behind an unfinished
+// one are acked one by one after ackDelay. Nacks go out at once. Handler
+// goroutines settle under a mutex: no goroutine hop per message.
+type session struct {
+	ch    *amqp.Channel // for basic.cancel; nil in unit tests
+	wire  ackWire
+	log   *zap.Logger
+	batch int
+
+	mu      sync.Mutex
+	dead    bool
+	base    uint64 // every tag <= base is settled on the wire
+	pending map[uint64]settleKind
+	unsent  int // acks recorded and not yet on the wire
+	timer   *time.Timer
+	armed   bool
+	retired bool
+
+	deadCh    chan struct{} // closed when the channel is gone
+	delivered atomic.Uint64 // highest tag handed out
+	retire    chan struct{} // close the channel once everything is settled
+	finish    chan struct{} // flush and close the channel now
+	ended     chan struct{} // the lifecycle goroutine has returned
+}
+
+func newSession(ch *amqp.Channel, wire ackWire, log *zap.Logger, prefetch int) *session {
+	s := &session{
 		ch: ch, wire: wire, log: log,
-		in:      make(chan settleReq, buffer),
-		dead:    make(chan struct{}),
+		batch:   max(1, prefetch/4),
+		pending: map[uint64]settleKind{},
+		deadCh:  make(chan struct{}),
 		retire:  make(chan struct{}),
 		finish:  make(chan struct{}),
 		ended:   make(chan struct{}),
-		pending: map[uint64]settleKind{},
 	}
+	s.timer = time.AfterFunc(time.Hour, s.onTimer)
+	s.timer.Stop()
+	return s
 }
 
 func (s *session) isDead() bool {
 	select {
-	case <-s.dead:
+	case <-s.deadCh:
 		return true
 	default:
 		return false
 	}
 }
 
-func (s *session) markDead() { s.once.Do(func() { close(s.dead) }) }
-
-// settle queues a result for tag. It never blocks for long: the buffer
-// holds one entry per possible unsettled delivery.
+// settle records a result for tag and sends what is due.
 func (s *session) settle(tag uint64, kind settleKind) error {
-	select {
-	case <-s.dead:
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dead {
 		return ErrStale
-	default:
 	}
-	select {
-	case s.in <- settleReq{tag, kind}:
+	if tag <= s.base {
 		return nil
-	case <-s.dead:
-		return ErrStale
+	}
+	if kind == settleAck {
+		s.pending[tag] = settleAck
+		s.unsent++
+	} else {
+		if err := s.wire.Nack(tag, false, kind == settleRequeue); err != nil {
+			s.log.Debug("nack not sent", zap.Error(err))
+		}
+		s.pending[tag] = settleSent
+	}
+	if s.unsent >= s.batch || kind != settleAck {
+		s.flushLocked(false)
+	}
+	s.afterLocked()
+	return nil
+}
+
+// afterLocked arms the timer for acks still waiting, and closes a retired
+// channel once everything on it is settled.
+func (s *session) afterLocked() {
+	switch {
+	case s.unsent > 0 && !s.armed:
+		s.timer.Reset(ackDelay)
+		s.armed = true
+	case s.unsent == 0 && s.armed:
+		s.timer.Stop()
+		s.armed = false
+	}
+	if s.retired && s.base >= s.delivered.Load() {
+		s.closeLocked()
 	}
 }
 
-// run is the settler loop. It returns when the channel closes, or when
-// asked to finish (flushing first).
-func (s *session) run(closed <-chan *amqp.Error) {
-	defer close(s.ended)
-	defer s.markDead()
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	retire := s.retire
-	for {
-		select {
-		case r := <-s.in:
-			s.apply(r)
-			s.drain()
-			if s.flush(false) {
-				timer.Reset(ackHold)
-			}
-		case <-timer.C:
-			s.flush(true)
-		case <-closed:
-			return
-		case <-retire:
-			retire = nil
-		case <-s.finish:
-			s.drain()
-			s.flush(true)
-			_ = s.wire.Close()
-			return
-		}
-		if retire == nil && s.allSettled() {
-			_ = s.wire.Close()
-			return
-		}
-	}
-}
-
-func (s *session) drain() {
-	for {
-		select {
-		case r := <-s.in:
-			s.apply(r)
-		default:
-			return
-		}
-	}
-}
-
-func (s *session) apply(r settleReq) {
-	if r.tag <= s.base {
+func (s *session) onTimer() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.armed = false
+	if s.dead {
 		return
 	}
-	if r.kind == settleAck {
-		s.pending[r.tag] = settleAck
-		return
-	}
-	if err := s.wire.Nack(r.tag, false, r.kind == settleRequeue); err != nil {
-		s.log.Debug("nack not sent", zap.Error(err))
-	}
-	s.pending[r.tag] = settleSent
+	s.flushLocked(true)
+	s.afterLocked()
 }
 
-// flush acks the finished prefix with one multiple-ack. With force, or
-// when too many acks wait behind a gap, those are sent one by one. It
-// reports whether acks are still held.
-func (s *session) flush(force bool) bool {
+// flushLocked acks the finished prefix with one multiple-ack. With force,
+// or when many acks wait behind an unfinished delivery, those are sent
+// one by one.
+func (s *session) flushLocked(force bool) {
 	var last uint64
 	for {
 		kind, ok := s.pending[s.base+1]
@@ -175,6 +154,7 @@ func (s *session) flush(force bool) bool {
 		s.base++
 		if kind == settleAck {
 			last = s.base
+			s.unsent--
 		}
 	}
 	if last > 0 {
@@ -182,30 +162,64 @@ func (s *session) flush(force bool) bool {
 			s.log.Debug("ack not sent", zap.Error(err))
 		}
 	}
-	s.held = 0
-	for _, kind := range s.pending {
+	if s.unsent == 0 || (!force && s.unsent < 2*s.batch) {
+		return
+	}
+	for tag, kind := range s.pending {
 		if kind == settleAck {
-			s.held++
-		}
-	}
-	if s.held == 0 {
-		return false
-	}
-	if force || s.held >= cap(s.in)/4 {
-		for tag, kind := range s.pending {
-			if kind == settleAck {
-				if err := s.wire.Ack(tag, false); err != nil {
-					s.log.Debug("ack not sent", zap.Error(err))
-				}
-				s.pending[tag] = settleSent
+			if err := s.wire.Ack(tag, false); err != nil {
+				s.log.Debug("ack not sent", zap.Error(err))
 			}
+			s.pending[tag] = settleSent
 		}
-		s.held = 0
-		return false
 	}
-	return true
+	s.unsent = 0
 }
 
-func (s *session) allSettled() bool {
-	return s.base >= s.delivered.Load()
+// closeLocked flushes everything and closes the channel.
+func (s *session) closeLocked() {
+	if s.dead {
+		return
+	}
+	s.flushLocked(true)
+	s.timer.Stop()
+	s.dead = true
+	close(s.deadCh)
+	_ = s.wire.Close()
+}
+
+// run is the session's lifecycle: it returns when the channel closes, or
+// when asked to finish (flushing first). Retiring closes the channel once
+// every handed-out delivery is settled.
+func (s *session) run(closed <-chan *amqp.Error) {
+	defer close(s.ended)
+	retire := s.retire
+	for {
+		select {
+		case <-closed:
+			s.mu.Lock()
+			s.timer.Stop()
+			if !s.dead {
+				s.dead = true
+				close(s.deadCh)
+			}
+			s.mu.Unlock()
+			return
+		case <-retire:
+			retire = nil
+			s.mu.Lock()
+			s.retired = true
+			s.afterLocked()
+			dead := s.dead
+			s.mu.Unlock()
+			if dead && closed == nil {
+				return
+			}
+		case <-s.finish:
+			s.mu.Lock()
+			s.closeLocked()
+			s.mu.Unlock()
+			return
+		}
+	}
 }

@@ -141,14 +141,9 @@ func TestSettlerCoalesces(t *testing.T) {
 	s := newSession(nil, w, zaptest.NewLogger(t), 256)
 	const n = 1000
 	s.delivered.Store(n)
-	// Queue everything before the settler starts, as under load.
-	for tag := uint64(1); tag <= 200; tag++ {
-		w.finish(tag, settleAck)
-		s.in <- settleReq{tag, settleAck}
-	}
 	done := make(chan struct{})
 	go func() { defer close(done); s.run(nil) }()
-	for tag := uint64(201); tag <= n; tag++ {
+	for tag := uint64(1); tag <= n; tag++ {
 		w.finish(tag, settleAck)
 		if err := s.settle(tag, settleAck); err != nil {
 			t.Fatal(err)
@@ -161,7 +156,7 @@ func TestSettlerCoalesces(t *testing.T) {
 			t.Fatalf("tag %d never settled", tag)
 		}
 	}
-	if w.acks >= n/2 {
+	if w.acks >= n/10 {
 		t.Fatalf("%d ack frames for %d deliveries: not coalesced", w.acks, n)
 	}
 	t.Logf("%d ack frames for %d deliveries", w.acks, n)
