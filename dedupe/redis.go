@@ -19,6 +19,10 @@ type RedisConfig struct {
 	// negative is rejected. The bound covers socket reads only if the client
 	// has ContextTimeoutEnabled set, as clients built from ParseRedisURL do.
 	OpTimeout time.Duration
+	// NoPipelining sends every call on its own. false (the default) lets
+	// concurrent calls share pipelines: one round trip for many claims
+	// and done marks under load.
+	NoPipelining bool
 }
 
 // RedisStore is a Store kept in Redis. Each transition is one Lua script
@@ -27,6 +31,7 @@ type RedisConfig struct {
 type RedisStore struct {
 	client    redis.UniversalClient
 	opTimeout time.Duration
+	batch     *batcher
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -43,7 +48,11 @@ func NewRedis(client redis.UniversalClient, cfg RedisConfig) (*RedisStore, error
 	if cfg.OpTimeout == 0 {
 		cfg.OpTimeout = DefaultOpTimeout
 	}
-	return &RedisStore{client: client, opTimeout: cfg.OpTimeout}, nil
+	s := &RedisStore{client: client, opTimeout: cfg.OpTimeout}
+	if !cfg.NoPipelining {
+		s.batch = &batcher{client: client, opTimeout: cfg.OpTimeout}
+	}
+	return s, nil
 }
 
 // Claim implements Store.
@@ -123,7 +132,15 @@ func (s *RedisStore) runOwned(ctx context.Context, script *redis.Script, op, key
 func (s *RedisStore) run(ctx context.Context, script *redis.Script, op, key string, args ...any) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	n, err := script.Run(ctx, s.client, []string{key}, args...).Int64()
+	var (
+		n   int64
+		err error
+	)
+	if s.batch != nil {
+		n, err = s.batch.run(ctx, script, key, args...)
+	} else {
+		n, err = script.Run(ctx, s.client, []string{key}, args...).Int64()
+	}
 	if err != nil {
 		return 0, opError(op, key, err)
 	}

@@ -83,9 +83,13 @@ func (s *trackingStore) Release(ctx context.Context, key, owner string) error {
 // newRedisStore returns a store on the test server whose keys are deleted
 // when t ends.
 func newRedisStore(t *testing.T) (*trackingStore, redis.UniversalClient) {
+	return newRedisStoreWith(t, dedupe.RedisConfig{})
+}
+
+func newRedisStoreWith(t *testing.T, cfg dedupe.RedisConfig) (*trackingStore, redis.UniversalClient) {
 	t.Helper()
 	c := newRedisClient(t)
-	s, err := dedupe.NewRedis(c, dedupe.RedisConfig{})
+	s, err := dedupe.NewRedis(c, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,6 +117,16 @@ func TestRedisConformance(t *testing.T) {
 	newRedisClient(t) // fail early if there is no server
 	dedupetest.Run(t, func(t *testing.T) (dedupe.Store, dedupetest.Clock) {
 		s, _ := newRedisStore(t)
+		return s, dedupetest.SleepClock{}
+	})
+}
+
+// TestRedisConformanceNoPipelining runs the suite with every call sent on
+// its own.
+func TestRedisConformanceNoPipelining(t *testing.T) {
+	newRedisClient(t)
+	dedupetest.Run(t, func(t *testing.T) (dedupe.Store, dedupetest.Clock) {
+		s, _ := newRedisStoreWith(t, dedupe.RedisConfig{NoPipelining: true})
 		return s, dedupetest.SleepClock{}
 	})
 }

@@ -1,0 +1,65 @@
+package dedupe_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/warrenmq/warren/dedupe"
+	"github.com/warrenmq/warren/internal/testenv"
+)
+
+// TestRedisPipelinedCallsUnderLoad claims, extends and marks done many
+// keys from many goroutines at once, so calls share pipelines, and checks
+// every answer; some callers give up early (their context ends) without
+// stranding the others.
+func TestRedisPipelinedCallsUnderLoad(t *testing.T) {
+	t.Parallel()
+	rdb := testenv.RedisClient(t)
+	prefix := testenv.Name(t)
+	t.Cleanup(func() { testenv.DeleteRedisPrefix(t, rdb, prefix) })
+	s, err := dedupe.NewRedis(rdb, dedupe.RedisConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const goroutines, each = 32, 50
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines*each)
+	for g := 0; g < goroutines; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			ctx := context.Background()
+			for i := 0; i < each; i++ {
+				key := dedupe.Key(prefix, "q", fmt.Sprintf("%d-%d", g, i))
+				if i%10 == 9 {
+					// A caller that gives up at once must not hurt others.
+					dead, cancel := context.WithCancel(ctx)
+					cancel()
+					_, _ = s.Claim(dead, key+"x", "o", time.Minute)
+				}
+				st, err := s.Claim(ctx, key, "o", time.Minute)
+				if err != nil || st != dedupe.Claimed {
+					errs <- fmt.Errorf("claim %s: %v %v", key, st, err)
+					continue
+				}
+				if err := s.Extend(ctx, key, "o", time.Minute); err != nil {
+					errs <- fmt.Errorf("extend %s: %v", key, err)
+				}
+				if err := s.MarkDone(ctx, key, "o", time.Minute); err != nil {
+					errs <- fmt.Errorf("done %s: %v", key, err)
+				}
+				if st, err := s.Claim(ctx, key, "p", time.Minute); err != nil || st != dedupe.Done {
+					errs <- fmt.Errorf("reclaim %s: %v %v", key, st, err)
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
