@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/warrenmq/warren/worker"
 )
@@ -17,10 +19,28 @@ import (
 // dead-letters, any other exit, a crash or the timeout retries.
 type execHandler struct{ argv []string }
 
+// handlerEnv is warren's environment without its own settings, which
+// hold passwords the handler has no need of.
+func handlerEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "WARREN_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
 func (h *execHandler) Handle(ctx context.Context, d *worker.Delivery) error {
 	cmd := exec.CommandContext(ctx, h.argv[0], h.argv[1:]...)
+	// Its own process group: a timeout kills the handler with everything
+	// it started, and a Ctrl-C in a terminal reaches warren (which drains)
+	// rather than the handlers in flight.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
 	cmd.Stdin = bytes.NewReader(d.Body)
-	cmd.Env = os.Environ()
+	cmd.Env = handlerEnv()
 	for _, kv := range metadata(d) {
 		cmd.Env = append(cmd.Env, "WARREN_MSG_"+kv[0]+"="+kv[1])
 	}

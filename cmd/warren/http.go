@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/warrenmq/warren/worker"
@@ -36,7 +37,7 @@ func (h *httpHandler) Handle(ctx context.Context, d *worker.Delivery) error {
 		req.Header.Set("Content-Type", d.ContentType)
 	}
 	for _, kv := range metadata(d) {
-		req.Header.Set("X-Warren-"+kv[0], kv[1])
+		req.Header.Set("X-Warren-"+strings.ReplaceAll(kv[0], "_", "-"), kv[1])
 	}
 	resp, err := h.client.Do(req)
 	if err != nil {

@@ -84,7 +84,7 @@ func replay(ctx context.Context, r *broker.Reader, pub *broker.Publisher, o repl
 			replayed++
 			continue
 		}
-		if err := pub.Publish(ctx, exchange, key, fresh(d)); err != nil {
+		if err := pub.Publish(ctx, exchange, key, fresh(d), broker.KeepMessageID()); err != nil {
 			return fmt.Errorf("replaying %s (it stays in %s): %w", d.MessageID, dlq, err)
 		}
 		if err := r.Ack(d); err != nil {
