@@ -106,19 +106,25 @@ func (b *batcher) lead() {
 
 // send runs batch in one pipeline and resolves every call.
 func (b *batcher) send(batch []*call) {
+	sendBatch(context.Background(), b.client, b.opTimeout, batch)
+}
+
+// sendBatch runs batch in one pipeline, bounded by timeout, and resolves
+// every call.
+func sendBatch(ctx context.Context, client redis.UniversalClient, timeout time.Duration, batch []*call) {
 	defer func() {
 		for _, c := range batch {
 			close(c.done)
 		}
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), b.opTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if len(batch) == 1 {
 		c := batch[0]
-		c.n, c.err = c.script.Run(ctx, b.client, []string{c.key}, c.args...).Int64()
+		c.n, c.err = c.script.Run(ctx, client, []string{c.key}, c.args...).Int64()
 		return
 	}
-	pipe := b.client.Pipeline()
+	pipe := client.Pipeline()
 	cmds := make([]*redis.Cmd, len(batch))
 	for i, c := range batch {
 		cmds[i] = c.script.EvalSha(ctx, pipe, []string{c.key}, c.args...)
@@ -128,7 +134,7 @@ func (b *batcher) send(batch []*call) {
 		c.n, c.err = cmds[i].Int64()
 		if c.err != nil && isNoScript(c.err) {
 			// The server lost its script cache: this call loads it.
-			c.n, c.err = c.script.Run(ctx, b.client, []string{c.key}, c.args...).Int64()
+			c.n, c.err = c.script.Run(ctx, client, []string{c.key}, c.args...).Int64()
 		}
 	}
 }

@@ -2,6 +2,7 @@ package dedupe_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -61,5 +62,53 @@ func TestRedisPipelinedCallsUnderLoad(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestMarkDoneAll marks a batch done, with one foreign owner and one bad
+// request among them, on both stores.
+func TestMarkDoneAll(t *testing.T) {
+	t.Parallel()
+	rdb := testenv.RedisClient(t)
+	prefix := testenv.Name(t)
+	t.Cleanup(func() { testenv.DeleteRedisPrefix(t, rdb, prefix) })
+	redisStore, err := dedupe.NewRedis(rdb, dedupe.RedisConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, s := range map[string]dedupe.BatchStore{"redis": redisStore, "memory": dedupe.NewMemory()} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			var reqs []dedupe.DoneRequest
+			for i := 0; i < 300; i++ {
+				key := dedupe.Key(prefix+name, "q", fmt.Sprint(i))
+				if _, err := s.Claim(ctx, key, "o", time.Minute); err != nil {
+					t.Fatal(err)
+				}
+				owner := "o"
+				if i == 7 {
+					owner = "intruder"
+				}
+				reqs = append(reqs, dedupe.DoneRequest{Key: key, Owner: owner})
+			}
+			reqs = append(reqs, dedupe.DoneRequest{Key: "", Owner: "o"})
+			errs := s.MarkDoneAll(ctx, reqs, time.Minute)
+			for i, err := range errs {
+				switch {
+				case i == 7 && !errors.Is(err, dedupe.ErrNotOwner):
+					t.Errorf("foreign owner: %v, want ErrNotOwner", err)
+				case i == 300 && err == nil:
+					t.Error("empty key accepted")
+				case i != 7 && i != 300 && err != nil:
+					t.Errorf("request %d: %v", i, err)
+				}
+			}
+			for i := 0; i < 300; i++ {
+				st, _ := s.Claim(ctx, reqs[i].Key, "p", time.Minute)
+				if want := dedupe.Done; i != 7 && st != want {
+					t.Errorf("key %d is %v after MarkDoneAll", i, st)
+				}
+			}
+		})
 	}
 }

@@ -174,3 +174,14 @@ func (m *MemoryStore) Len() int {
 	defer m.mu.Unlock()
 	return len(m.entries)
 }
+
+var _ BatchStore = (*MemoryStore)(nil)
+
+// MarkDoneAll implements BatchStore.
+func (m *MemoryStore) MarkDoneAll(ctx context.Context, reqs []DoneRequest, ttl time.Duration) []error {
+	errs := make([]error, len(reqs))
+	for i, r := range reqs {
+		errs[i] = m.MarkDone(ctx, r.Key, r.Owner, ttl)
+	}
+	return errs
+}

@@ -116,7 +116,15 @@ func (s *RedisStore) Ping(ctx context.Context) error {
 func (s *RedisStore) runOwned(ctx context.Context, script *redis.Script, op, key string, args ...any) error {
 	n, err := s.run(ctx, script, op, key, args...)
 	if err != nil {
-		return err
+		return err // already says what was being done
+	}
+	return s.owned(op, key, n, nil)
+}
+
+// owned maps the reply of a script that checks the owner.
+func (s *RedisStore) owned(op, key string, n int64, err error) error {
+	if err != nil {
+		return opError(op, key, err)
 	}
 	switch n {
 	case replyOK:
@@ -145,4 +153,35 @@ func (s *RedisStore) run(ctx context.Context, script *redis.Script, op, key stri
 		return 0, opError(op, key, err)
 	}
 	return n, nil
+}
+
+var _ BatchStore = (*RedisStore)(nil)
+
+// MarkDoneAll implements BatchStore: one pipeline for every request.
+func (s *RedisStore) MarkDoneAll(ctx context.Context, reqs []DoneRequest, ttl time.Duration) []error {
+	errs := make([]error, len(reqs))
+	calls := make([]*call, 0, len(reqs))
+	idx := make([]int, 0, len(reqs))
+	for i, r := range reqs {
+		if err := checkArgsDuration(opMarkDone, r.Key, r.Owner, "ttl", ttl); err != nil {
+			errs[i] = err
+			continue
+		}
+		calls = append(calls, &call{script: markDoneScript, key: r.Key, args: []any{r.Owner, millis(ttl)}, done: make(chan struct{})})
+		idx = append(idx, i)
+	}
+	if err := ctx.Err(); err != nil {
+		for _, i := range idx {
+			errs[i] = err
+		}
+		return errs
+	}
+	for start := 0; start < len(calls); start += maxBatch {
+		end := min(start+maxBatch, len(calls))
+		sendBatch(ctx, s.client, s.opTimeout, calls[start:end])
+	}
+	for j, c := range calls {
+		errs[idx[j]] = s.owned(opMarkDone, c.key, c.n, c.err)
+	}
+	return errs
 }

@@ -115,3 +115,15 @@ func millis(d time.Duration) int64 {
 	}
 	return ms
 }
+
+// DoneRequest names one claim to mark done.
+type DoneRequest struct {
+	Key, Owner string
+}
+
+// BatchStore is a Store that marks many claims done in one round trip.
+type BatchStore interface {
+	Store
+	// MarkDoneAll is MarkDone for every request; errs[i] answers reqs[i].
+	MarkDoneAll(ctx context.Context, reqs []DoneRequest, ttl time.Duration) (errs []error)
+}

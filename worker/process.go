@@ -23,14 +23,15 @@ type decision struct {
 	err     error
 	release func() // gives up the dedupe claim, once the result is stored
 	stale   bool   // the ack was dropped: the channel closed meanwhile
+	// doneOwner is set on a success under a claim whose done mark is
+	// still to be stored, by the finisher.
+	doneOwner string
 }
 
 // process walks one message from delivery to settlement.
 func (r *runner) process(hctx context.Context, bd *broker.Delivery) {
 	start := time.Now()
-	inFlight := r.w.metrics.inFlight.WithLabelValues(r.route.Queue)
-	inFlight.Inc()
-	defer inFlight.Dec()
+	r.inFlight.Inc()
 	d := r.delivery(bd)
 	attempt, aerr := retry.Attempt(bd.Headers)
 	d.Attempt = attempt
@@ -44,8 +45,20 @@ func (r *runner) process(hctx context.Context, bd *broker.Delivery) {
 	default:
 		dec = r.decide(r.call(hctx, d), d.Attempt)
 	}
+	if dec.doneOwner != "" {
+		// Success under a claim: the finisher stores the done mark,
+		// batched with others, and only then acks.
+		r.fin.add(finishJob{bd: bd, d: d, dec: dec, start: start})
+		return
+	}
+	r.complete(hctx, bd, d, dec, start)
+}
+
+// complete settles a message and records its outcome.
+func (r *runner) complete(hctx context.Context, bd *broker.Delivery, d *Delivery, dec decision, start time.Time) {
 	final := r.settle(hctx, bd, d, dec)
 	took := time.Since(start)
+	r.inFlight.Dec()
 	r.w.metrics.observe(r.route.Queue, final, took)
 	r.logEvent(d, final, took)
 }
@@ -83,6 +96,9 @@ func (r *runner) processClaimed(hctx context.Context, d *Delivery) decision {
 		if dec = r.commitDone(hctx, d, owner, tx); dec.outcome == OutcomeAck {
 			return dec
 		}
+	} else if dec.outcome == OutcomeAck && r.fin != nil {
+		dec.doneOwner = owner
+		return dec
 	} else if dec.outcome == OutcomeAck {
 		r.markDone(hctx, d.IdempotencyKey, owner)
 		return dec

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/warrenmq/warren/broker"
@@ -29,8 +30,11 @@ type runner struct {
 	store dedupe.Store // nil when dedupe is off for the route
 	host  string
 
-	cons *broker.Consumer
-	wg   sync.WaitGroup
+	cons     *broker.Consumer
+	wg       sync.WaitGroup
+	fin      *finisher // nil unless dedupe is on with a batching store
+	finWG    sync.WaitGroup
+	inFlight prometheus.Gauge
 }
 
 func newRunner(w *Worker, rt *runtime, r Route, h Handler) *runner {
@@ -45,6 +49,10 @@ func newRunner(w *Worker, rt *runtime, r Route, h Handler) *runner {
 	if r.Dedupe == DedupeOn {
 		run.store = rt.store
 	}
+	run.inFlight = w.metrics.inFlight.WithLabelValues(r.Queue)
+	if bs, ok := run.store.(dedupe.BatchStore); ok {
+		run.fin = newFinisher(run, bs)
+	}
 	return run
 }
 
@@ -54,6 +62,10 @@ func (r *runner) start(hctx context.Context) error {
 		return fmt.Errorf("route %q: %w", r.route.Queue, err)
 	}
 	r.cons = cons
+	if r.fin != nil {
+		r.finWG.Add(1)
+		go func() { defer r.finWG.Done(); r.fin.run(hctx) }()
+	}
 	for i := 0; i < r.route.Concurrency; i++ {
 		r.wg.Add(1)
 		go r.loop(hctx)
@@ -74,8 +86,14 @@ func (r *runner) loop(hctx context.Context) {
 	}
 }
 
-// wait returns when every handler goroutine has ended (after Stop).
-func (r *runner) wait() { r.wg.Wait() }
+// wait returns when every handler goroutine has ended (after Stop) and
+// the finisher has settled what they handed it.
+func (r *runner) wait() {
+	r.wg.Wait()
+	if r.fin != nil {
+		r.fin.stop()
+	}
+}
 
 // close stops the consumer, waits for the handlers and flushes the acks.
 func (r *runner) close() {
@@ -83,6 +101,7 @@ func (r *runner) close() {
 		return
 	}
 	r.cons.Stop()
-	r.wg.Wait()
+	r.wait()
+	r.finWG.Wait()
 	_ = r.cons.Close()
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/warrenmq/warren/internal/bench"
@@ -28,9 +29,21 @@ func benchCmd(ctx context.Context, args []string, out io.Writer) error {
 	// password from the environment.
 	amqpURL := fs.String("amqp-url", "", "broker URL (default $WARREN_AMQP_URL, else "+worker.DefaultAMQPURL+")")
 	redisURL := fs.String("redis-url", "", "Redis URL for the dedupe case (default $WARREN_REDIS_URL, else "+worker.DefaultRedisURL+")")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (see go tool pprof)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if len(pos) > 0 {
 		return fmt.Errorf("bench takes no arguments, got %q", pos)
