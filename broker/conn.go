@@ -303,6 +303,9 @@ func permanent(err error) bool {
 
 // isConnErr reports errors caused by the connection going away.
 func isConnErr(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false // a caller's deadline, which net.Error also matches
+	}
 	if errors.Is(err, amqp.ErrClosed) {
 		return true
 	}

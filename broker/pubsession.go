@@ -55,6 +55,9 @@ func (s *pubSession) publish(ctx context.Context, exchange, key string, pub *amq
 	s.mu.Unlock()
 	if err := s.ch.PublishWithContext(ctx, exchange, key, true, false, *pub); err != nil {
 		s.forget(p.tag)
+		if ctx.Err() != nil {
+			return nil, err // only this publish gave up; the channel is fine
+		}
 		if s.ch.IsClosed() || isConnErr(err) {
 			// The connection broke under the write: nothing was stored,
 			// and the caller publishes again on the next channel.

@@ -79,19 +79,35 @@ func TestMarkDoneAll(t *testing.T) {
 	for name, s := range map[string]dedupe.BatchStore{"redis": redisStore, "memory": dedupe.NewMemory()} {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			var reqs []dedupe.DoneRequest
+			var claims, reqs []dedupe.Ref
 			for i := 0; i < 300; i++ {
 				key := dedupe.Key(prefix+name, "q", fmt.Sprint(i))
-				if _, err := s.Claim(ctx, key, "o", time.Minute); err != nil {
-					t.Fatal(err)
-				}
+				claims = append(claims, dedupe.Ref{Key: key, Owner: "o"})
 				owner := "o"
 				if i == 7 {
 					owner = "intruder"
 				}
-				reqs = append(reqs, dedupe.DoneRequest{Key: key, Owner: owner})
+				reqs = append(reqs, dedupe.Ref{Key: key, Owner: owner})
 			}
-			reqs = append(reqs, dedupe.DoneRequest{Key: "", Owner: "o"})
+			for i, r := range s.ClaimAll(ctx, claims, time.Minute) {
+				if r.Err != nil || r.Status != dedupe.Claimed {
+					t.Fatalf("ClaimAll %d: %v %v", i, r.Status, r.Err)
+				}
+			}
+			others := append([]dedupe.Ref(nil), claims[:5]...)
+			for i := range others {
+				others[i].Owner = "other"
+			}
+			others = append(others, dedupe.Ref{Key: "k", Owner: ""})
+			for i, r := range s.ClaimAll(ctx, others, time.Minute) {
+				switch {
+				case i < 5 && (r.Err != nil || r.Status != dedupe.InProgress):
+					t.Errorf("second ClaimAll %d: %v %v, want in progress", i, r.Status, r.Err)
+				case i == 5 && r.Err == nil:
+					t.Error("ClaimAll accepted an empty owner")
+				}
+			}
+			reqs = append(reqs, dedupe.Ref{Key: "", Owner: "o"})
 			errs := s.MarkDoneAll(ctx, reqs, time.Minute)
 			for i, err := range errs {
 				switch {

@@ -80,9 +80,19 @@ func (m *MemoryStore) MarkDone(ctx context.Context, key, owner string, ttl time.
 	if err := m.check(ctx, opMarkDone, key, owner, "ttl", ttl); err != nil {
 		return err
 	}
+	if m.isDone(key) {
+		return nil // already done: the message's effect is recorded
+	}
 	return m.transition(key, owner, func(now time.Time) (memoryEntry, bool) {
 		return memoryEntry{done: true, expires: now.Add(ttl)}, true
 	})
+}
+
+func (m *MemoryStore) isDone(key string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.live(key, m.tick())
+	return ok && e.done
 }
 
 // Release implements Store.
@@ -178,10 +188,19 @@ func (m *MemoryStore) Len() int {
 var _ BatchStore = (*MemoryStore)(nil)
 
 // MarkDoneAll implements BatchStore.
-func (m *MemoryStore) MarkDoneAll(ctx context.Context, reqs []DoneRequest, ttl time.Duration) []error {
+func (m *MemoryStore) MarkDoneAll(ctx context.Context, reqs []Ref, ttl time.Duration) []error {
 	errs := make([]error, len(reqs))
 	for i, r := range reqs {
 		errs[i] = m.MarkDone(ctx, r.Key, r.Owner, ttl)
 	}
 	return errs
+}
+
+// ClaimAll implements BatchStore.
+func (m *MemoryStore) ClaimAll(ctx context.Context, reqs []Ref, lease time.Duration) []ClaimResult {
+	res := make([]ClaimResult, len(reqs))
+	for i, r := range reqs {
+		res[i].Status, res[i].Err = m.Claim(ctx, r.Key, r.Owner, lease)
+	}
+	return res
 }

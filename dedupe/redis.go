@@ -64,6 +64,11 @@ func (s *RedisStore) Claim(ctx context.Context, key, owner string, lease time.Du
 	if err != nil {
 		return 0, err
 	}
+	return claimStatus(key, n)
+}
+
+// claimStatus maps the claim script's reply.
+func claimStatus(key string, n int64) (Status, error) {
 	switch n {
 	case replyOK:
 		return Claimed, nil
@@ -157,31 +162,52 @@ func (s *RedisStore) run(ctx context.Context, script *redis.Script, op, key stri
 
 var _ BatchStore = (*RedisStore)(nil)
 
-// MarkDoneAll implements BatchStore: one pipeline for every request.
-func (s *RedisStore) MarkDoneAll(ctx context.Context, reqs []DoneRequest, ttl time.Duration) []error {
-	errs := make([]error, len(reqs))
-	calls := make([]*call, 0, len(reqs))
-	idx := make([]int, 0, len(reqs))
-	for i, r := range reqs {
-		if err := checkArgsDuration(opMarkDone, r.Key, r.Owner, "ttl", ttl); err != nil {
-			errs[i] = err
+// ClaimAll implements BatchStore: one pipeline for every request.
+func (s *RedisStore) ClaimAll(ctx context.Context, reqs []Ref, lease time.Duration) []ClaimResult {
+	res := make([]ClaimResult, len(reqs))
+	calls, idx := s.batchCalls(ctx, opClaim, claimScript, reqs, "lease", lease, func(i int, err error) { res[i].Err = err })
+	for j, c := range calls {
+		if c.err != nil {
+			res[idx[j]].Err = opError(opClaim, c.key, c.err)
 			continue
 		}
-		calls = append(calls, &call{script: markDoneScript, key: r.Key, args: []any{r.Owner, millis(ttl)}, done: make(chan struct{})})
-		idx = append(idx, i)
+		res[idx[j]].Status, res[idx[j]].Err = claimStatus(c.key, c.n)
 	}
-	if err := ctx.Err(); err != nil {
-		for _, i := range idx {
-			errs[i] = err
-		}
-		return errs
-	}
-	for start := 0; start < len(calls); start += maxBatch {
-		end := min(start+maxBatch, len(calls))
-		sendBatch(ctx, s.client, s.opTimeout, calls[start:end])
-	}
+	return res
+}
+
+// MarkDoneAll implements BatchStore: one pipeline for every request.
+func (s *RedisStore) MarkDoneAll(ctx context.Context, reqs []Ref, ttl time.Duration) []error {
+	errs := make([]error, len(reqs))
+	calls, idx := s.batchCalls(ctx, opMarkDone, markDoneScript, reqs, "ttl", ttl, func(i int, err error) { errs[i] = err })
 	for j, c := range calls {
 		errs[idx[j]] = s.owned(opMarkDone, c.key, c.n, c.err)
 	}
 	return errs
+}
+
+// batchCalls checks every request (reporting bad ones through fail), runs
+// script for the good ones in pipelines, and returns their calls with the
+// index of each call's request.
+func (s *RedisStore) batchCalls(ctx context.Context, op string, script *redis.Script, reqs []Ref, name string, d time.Duration, fail func(int, error)) ([]*call, []int) {
+	calls := make([]*call, 0, len(reqs))
+	idx := make([]int, 0, len(reqs))
+	for i, r := range reqs {
+		if err := checkArgsDuration(op, r.Key, r.Owner, name, d); err != nil {
+			fail(i, err)
+			continue
+		}
+		calls = append(calls, &call{script: script, key: r.Key, args: []any{r.Owner, millis(d)}, done: make(chan struct{})})
+		idx = append(idx, i)
+	}
+	if err := ctx.Err(); err != nil {
+		for _, c := range calls {
+			c.err = err
+		}
+		return calls, idx
+	}
+	for start := 0; start < len(calls); start += maxBatch {
+		sendBatch(ctx, s.client, s.opTimeout, calls[start:min(start+maxBatch, len(calls))])
+	}
+	return calls, idx
 }

@@ -48,9 +48,16 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 `)
 
-// markDoneScript: KEYS[1] key, ARGV[1] owner, ARGV[2] ttl in ms.
+// markDoneScript: KEYS[1] key, ARGV[1] owner, ARGV[2] ttl in ms. A key
+// that is done already stays as it is and counts as success: after a lost
+// reply the client sends the script again, and it must not report the
+// mark it just stored as a lost claim.
 var markDoneScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= 'p:' .. ARGV[1] then
+local v = redis.call('GET', KEYS[1])
+if v == 'd' then
+  return 1
+end
+if v ~= 'p:' .. ARGV[1] then
   return 0
 end
 redis.call('SET', KEYS[1], 'd', 'PX', ARGV[2])

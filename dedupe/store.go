@@ -61,7 +61,9 @@ type Store interface {
 	Claim(ctx context.Context, key, owner string, lease time.Duration) (Status, error)
 	// Extend resets the lease if owner holds the claim, else ErrNotOwner.
 	Extend(ctx context.Context, key, owner string, lease time.Duration) error
-	// MarkDone turns owner's claim into done with ttl, else ErrNotOwner
+	// MarkDone turns owner's claim into done with ttl. A key that is done
+	// already is left as it is and nil returned (the message is recorded;
+	// a retried call after a lost reply lands here). Else ErrNotOwner
 	// (nothing changes).
 	MarkDone(ctx context.Context, key, owner string, ttl time.Duration) error
 	// Release deletes owner's claim so a retry can run; ErrNotOwner if not
@@ -116,14 +118,23 @@ func millis(d time.Duration) int64 {
 	return ms
 }
 
-// DoneRequest names one claim to mark done.
-type DoneRequest struct {
+// Ref names a key and an owner, for the batch calls.
+type Ref struct {
 	Key, Owner string
 }
 
-// BatchStore is a Store that marks many claims done in one round trip.
+// ClaimResult answers one claim of ClaimAll.
+type ClaimResult struct {
+	Status Status
+	Err    error
+}
+
+// BatchStore is a Store that claims, and marks done, many keys in one
+// round trip.
 type BatchStore interface {
 	Store
+	// ClaimAll is Claim for every request; res[i] answers reqs[i].
+	ClaimAll(ctx context.Context, reqs []Ref, lease time.Duration) (res []ClaimResult)
 	// MarkDoneAll is MarkDone for every request; errs[i] answers reqs[i].
-	MarkDoneAll(ctx context.Context, reqs []DoneRequest, ttl time.Duration) (errs []error)
+	MarkDoneAll(ctx context.Context, reqs []Ref, ttl time.Duration) (errs []error)
 }

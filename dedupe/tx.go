@@ -17,10 +17,15 @@ type TxStore interface {
 	// MarkDoneWith queues writes and the done mark in one MULTI/EXEC that
 	// commits only while owner still holds the claim. When the claim is
 	// no longer owner's, nothing is written and ErrNotOwner is returned.
+	// When the key is done already, nothing is written and nil is
+	// returned: the message's writes were committed once, by this owner
+	// (its reply was lost) or by another.
 	MarkDoneWith(ctx context.Context, key, owner string, ttl time.Duration, writes func(redis.Pipeliner) error) error
 }
 
 var _ TxStore = (*RedisStore)(nil)
+
+var errAlreadyDone = errors.New("dedupe: already done")
 
 // MarkDoneWith implements TxStore. On Redis Cluster every key that writes
 // touches must be in key's hash slot: build them with SameSlot.
@@ -32,6 +37,12 @@ func (s *RedisStore) MarkDoneWith(ctx context.Context, key, owner string, ttl ti
 	defer cancel()
 	err := s.client.Watch(ctx, func(tx *redis.Tx) error {
 		v, err := tx.Get(ctx, key).Result()
+		if err == nil && v == valueDone {
+			// Done already: after a lost reply this is our own commit;
+			// otherwise another worker applied the message's writes.
+			// Either way they happened once.
+			return errAlreadyDone
+		}
 		if errors.Is(err, redis.Nil) || (err == nil && v != valueProcessingPrefix+owner) {
 			return ErrNotOwner
 		}
@@ -48,6 +59,8 @@ func (s *RedisStore) MarkDoneWith(ctx context.Context, key, owner string, ttl ti
 		return err
 	}, key)
 	switch {
+	case errors.Is(err, errAlreadyDone):
+		return nil
 	case err == nil, errors.Is(err, ErrNotOwner):
 		return err
 	case errors.Is(err, redis.TxFailedErr):

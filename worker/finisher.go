@@ -75,9 +75,9 @@ func (f *finisher) run(hctx context.Context) {
 // stored is acked all the same (its effect has happened; redelivering it
 // would repeat the effect), with a warning.
 func (f *finisher) flush(hctx context.Context, batch []finishJob) {
-	reqs := make([]dedupe.DoneRequest, len(batch))
+	reqs := make([]dedupe.Ref, len(batch))
 	for i, j := range batch {
-		reqs[i] = dedupe.DoneRequest{Key: j.d.IdempotencyKey, Owner: j.dec.doneOwner}
+		reqs[i] = dedupe.Ref{Key: j.d.IdempotencyKey, Owner: j.dec.doneOwner}
 	}
 	errs := f.markAll(hctx, reqs)
 	for i, j := range batch {
@@ -92,7 +92,7 @@ func (f *finisher) flush(hctx context.Context, batch []finishJob) {
 	}
 }
 
-func (f *finisher) markAll(hctx context.Context, reqs []dedupe.DoneRequest) []error {
+func (f *finisher) markAll(hctx context.Context, reqs []dedupe.Ref) []error {
 	errs := f.store.MarkDoneAll(hctx, reqs, f.r.w.cfg.DedupeTTL)
 	wait := 50 * time.Millisecond
 	for try := 2; try <= 3; try++ {
@@ -112,7 +112,7 @@ func (f *finisher) markAll(hctx context.Context, reqs []dedupe.DoneRequest) []er
 			return errs
 		}
 		wait *= 4
-		retryReqs := make([]dedupe.DoneRequest, len(again))
+		retryReqs := make([]dedupe.Ref, len(again))
 		for k, i := range again {
 			retryReqs[k] = reqs[i]
 		}

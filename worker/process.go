@@ -28,30 +28,48 @@ type decision struct {
 	doneOwner string
 }
 
-// process walks one message from delivery to settlement.
-func (r *runner) process(hctx context.Context, bd *broker.Delivery) {
-	start := time.Now()
+// job is one delivery on its way through the pool.
+type job struct {
+	bd    *broker.Delivery
+	d     *Delivery
+	start time.Time
+	aerr  error // the attempt header is invalid
+	// A claim taken before dispatch (by the claimer, batched).
+	claimed bool
+	owner   string
+	status  dedupe.Status
+	cerr    error
+}
+
+// prepare builds the job of a delivery.
+func (r *runner) prepare(bd *broker.Delivery) *job {
 	r.inFlight.Inc()
-	d := r.delivery(bd)
-	attempt, aerr := retry.Attempt(bd.Headers)
-	d.Attempt = attempt
+	j := &job{bd: bd, d: r.delivery(bd), start: time.Now()}
+	j.d.Attempt, j.aerr = retry.Attempt(bd.Headers)
+	if j.aerr != nil {
+		j.d.Attempt = 1
+	}
+	return j
+}
+
+// process walks one message from delivery to settlement.
+func (r *runner) process(hctx context.Context, j *job) {
 	var dec decision
 	switch {
-	case aerr != nil:
-		d.Attempt = 1
-		dec = decision{outcome: OutcomeDeadLetter, kind: KindBadAttempt, reason: KindBadAttempt, err: aerr}
+	case j.aerr != nil:
+		dec = decision{outcome: OutcomeDeadLetter, kind: KindBadAttempt, reason: KindBadAttempt, err: j.aerr}
 	case r.store != nil:
-		dec = r.processClaimed(hctx, d)
+		dec = r.processClaimed(hctx, j)
 	default:
-		dec = r.decide(r.call(hctx, d), d.Attempt)
+		dec = r.decide(r.call(hctx, j.d), j.d.Attempt)
 	}
 	if dec.doneOwner != "" {
 		// Success under a claim: the finisher stores the done mark,
 		// batched with others, and only then acks.
-		r.fin.add(finishJob{bd: bd, d: d, dec: dec, start: start})
+		r.fin.add(finishJob{bd: j.bd, d: j.d, dec: dec, start: j.start})
 		return
 	}
-	r.complete(hctx, bd, d, dec, start)
+	r.complete(hctx, j.bd, j.d, dec, j.start)
 }
 
 // complete settles a message and records its outcome.
@@ -64,9 +82,13 @@ func (r *runner) complete(hctx context.Context, bd *broker.Delivery, d *Delivery
 }
 
 // processClaimed runs the handler under a dedupe claim.
-func (r *runner) processClaimed(hctx context.Context, d *Delivery) decision {
-	owner := broker.NewMessageID()
-	status, err := r.store.Claim(hctx, d.IdempotencyKey, owner, r.w.cfg.DedupeLease)
+func (r *runner) processClaimed(hctx context.Context, j *job) decision {
+	d := j.d
+	owner, status, err := j.owner, j.status, j.cerr
+	if !j.claimed {
+		owner = broker.NewMessageID()
+		status, err = r.store.Claim(hctx, d.IdempotencyKey, owner, r.w.cfg.DedupeLease)
+	}
 	down := dedupe.Unavailable(err)
 	r.w.health.storeResult(down)
 	switch {

@@ -35,6 +35,8 @@ type runner struct {
 	fin      *finisher // nil unless dedupe is on with a batching store
 	finWG    sync.WaitGroup
 	inFlight prometheus.Gauge
+	stopping chan struct{} // closed when the drain begins
+	stopOnce sync.Once
 }
 
 func newRunner(w *Worker, rt *runtime, r Route, h Handler) *runner {
@@ -50,6 +52,7 @@ func newRunner(w *Worker, rt *runtime, r Route, h Handler) *runner {
 		run.store = rt.store
 	}
 	run.inFlight = w.metrics.inFlight.WithLabelValues(r.Queue)
+	run.stopping = make(chan struct{})
 	if bs, ok := run.store.(dedupe.BatchStore); ok {
 		run.fin = newFinisher(run, bs)
 	}
@@ -66,24 +69,56 @@ func (r *runner) start(hctx context.Context) error {
 		r.finWG.Add(1)
 		go func() { defer r.finWG.Done(); r.fin.run(hctx) }()
 	}
+	bs, batching := r.store.(dedupe.BatchStore)
+	var jobs chan *job
+	if batching {
+		jobs = make(chan *job)
+		r.wg.Add(1)
+		go func() { defer r.wg.Done(); r.claimLoop(hctx, bs, jobs) }()
+	}
 	for i := 0; i < r.route.Concurrency; i++ {
 		r.wg.Add(1)
-		go r.loop(hctx)
+		if batching {
+			go r.loop(hctx, jobs)
+		} else {
+			go r.loopDirect(hctx)
+		}
 	}
 	return nil
 }
 
-func (r *runner) loop(hctx context.Context) {
+// loop runs the jobs the claimer hands out.
+func (r *runner) loop(hctx context.Context, jobs <-chan *job) {
 	defer r.wg.Done()
-	for d := range r.cons.Deliveries() {
-		if d.Stale() {
-			// Its channel closed while it waited to be handed out: the
-			// broker has requeued it, so running it now would only run
-			// it twice.
-			continue
-		}
-		r.process(hctx, d)
+	for j := range jobs {
+		r.run(hctx, j)
 	}
+}
+
+// loopDirect runs deliveries as the consumer hands them out.
+func (r *runner) loopDirect(hctx context.Context) {
+	defer r.wg.Done()
+	for bd := range r.cons.Deliveries() {
+		r.run(hctx, r.prepare(bd))
+	}
+}
+
+func (r *runner) run(hctx context.Context, j *job) {
+	if j.bd.Stale() {
+		// Its channel closed while it waited to be handed out: the
+		// broker has requeued it, so running it now would only run it
+		// twice.
+		r.releaseIfClaimed(hctx, j)
+		r.inFlight.Dec()
+		return
+	}
+	r.process(hctx, j)
+}
+
+// stop begins the drain: no new message starts.
+func (r *runner) stop() {
+	r.stopOnce.Do(func() { close(r.stopping) })
+	r.cons.Stop()
 }
 
 // wait returns when every handler goroutine has ended (after Stop) and
@@ -100,7 +135,7 @@ func (r *runner) close() {
 	if r.cons == nil {
 		return
 	}
-	r.cons.Stop()
+	r.stop()
 	r.wait()
 	r.finWG.Wait()
 	_ = r.cons.Close()

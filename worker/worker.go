@@ -213,7 +213,7 @@ func (w *Worker) drain(runners []*runner, cancelHandlers context.CancelFunc) {
 	var stopped sync.WaitGroup
 	for _, r := range runners {
 		stopped.Add(1)
-		go func() { defer stopped.Done(); r.cons.Stop() }()
+		go func() { defer stopped.Done(); r.stop() }()
 	}
 	stopped.Wait()
 	done := make(chan struct{})

@@ -1,0 +1,89 @@
+package worker
+
+import (
+	"context"
+	"errors"
+
+	"go.uber.org/zap"
+
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/dedupe"
+)
+
+// maxClaimBatch bounds how many deliveries are claimed in one round trip.
+const maxClaimBatch = 64
+
+// claimLoop sits between the consumer and the handlers when the dedupe
+// store can batch: it takes the deliveries that are there, claims them
+// all in one round trip, and hands them to the handlers, so that handlers
+// do not wait on Redis before they run. On a drain (stopping closed), the
+// deliveries it holds go back to the queue and their claims are released.
+func (r *runner) claimLoop(hctx context.Context, store dedupe.BatchStore, out chan<- *job) {
+	defer close(out)
+	in := r.cons.Deliveries()
+	batch := make([]*job, 0, maxClaimBatch)
+	for bd := range in {
+		batch = append(batch[:0], r.prepare(bd))
+	more:
+		for len(batch) < maxClaimBatch {
+			select {
+			case bd, ok := <-in:
+				if !ok {
+					break more
+				}
+				batch = append(batch, r.prepare(bd))
+			default:
+				break more
+			}
+		}
+		r.claimAll(hctx, store, batch)
+		for i, j := range batch {
+			select {
+			case out <- j:
+			case <-r.stopping:
+				r.giveBack(hctx, batch[i:])
+				for range in { // the consumer requeues what is left
+				}
+				return
+			}
+		}
+	}
+}
+
+func (r *runner) claimAll(hctx context.Context, store dedupe.BatchStore, batch []*job) {
+	reqs := make([]dedupe.Ref, 0, len(batch))
+	picked := make([]*job, 0, len(batch))
+	for _, j := range batch {
+		if j.aerr != nil || j.bd.Stale() {
+			continue
+		}
+		j.owner = broker.NewMessageID()
+		reqs = append(reqs, dedupe.Ref{Key: j.d.IdempotencyKey, Owner: j.owner})
+		picked = append(picked, j)
+	}
+	if len(reqs) == 0 {
+		return
+	}
+	for i, res := range store.ClaimAll(hctx, reqs, r.w.cfg.DedupeLease) {
+		picked[i].claimed, picked[i].status, picked[i].cerr = true, res.Status, res.Err
+	}
+}
+
+// giveBack requeues jobs that no handler started and releases their claims.
+func (r *runner) giveBack(hctx context.Context, jobs []*job) {
+	for _, j := range jobs {
+		r.releaseIfClaimed(hctx, j)
+		_ = j.bd.Nack(true)
+		r.inFlight.Dec()
+	}
+}
+
+// releaseIfClaimed gives up a claim taken for a job that will not run.
+func (r *runner) releaseIfClaimed(hctx context.Context, j *job) {
+	if !j.claimed || j.cerr != nil || j.status != dedupe.Claimed {
+		return
+	}
+	if err := r.store.Release(hctx, j.d.IdempotencyKey, j.owner); err != nil && !errors.Is(err, dedupe.ErrNotOwner) {
+		r.log.Warn("dedupe release failed; the claim expires with its lease", zap.Error(err))
+	}
+}
