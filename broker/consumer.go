@@ -68,10 +68,12 @@ func (c *Conn) Consume(cfg ConsumerConfig) (*Consumer, error) {
 	}
 	host, _ := os.Hostname()
 	cfg.Tag = fmt.Sprintf("%s-%s-%d-%d", cfg.Tag, host, os.Getpid(), consumerSeq.Add(1))
+	// The hand-out buffer lets a reader take the deliveries at hand in
+	// one go (the worker claims them in one Redis round trip).
 	cn := &Consumer{
 		conn: c, cfg: cfg,
 		log:      c.log.Named("consumer").With(zap.String("queue", cfg.Queue)),
-		out:      make(chan *Delivery),
+		out:      make(chan *Delivery, cfg.Prefetch),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 		sessions: map[*session]struct{}{},
@@ -122,6 +124,7 @@ func (cn *Consumer) stopped() bool {
 func (cn *Consumer) run() {
 	defer close(cn.done)
 	defer close(cn.out)
+	defer cn.requeueBuffered()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -239,6 +242,25 @@ func (cn *Consumer) wrap(s *session, d *amqp.Delivery) *Delivery {
 		del.DeliveryCount = n
 	}
 	return del
+}
+
+// requeueBuffered returns deliveries that wait in the hand-out buffer
+// after Stop: no one started them. (A reader may take some of them at the
+// same time; each delivery goes one way or the other.)
+func (cn *Consumer) requeueBuffered() {
+	n := 0
+	for {
+		select {
+		case d := <-cn.out:
+			_ = d.Nack(true)
+			n++
+		default:
+			if n > 0 {
+				cn.log.Info("requeued buffered deliveries", zap.Int("requeued", n))
+			}
+			return
+		}
+	}
 }
 
 // cancel ends the subscription and requeues what the broker sent after.

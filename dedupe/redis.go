@@ -162,18 +162,79 @@ func (s *RedisStore) run(ctx context.Context, script *redis.Script, op, key stri
 
 var _ BatchStore = (*RedisStore)(nil)
 
-// ClaimAll implements BatchStore: one pipeline for every request.
+// ClaimAll implements BatchStore. Claims of fresh keys, the common case,
+// are plain SET NX commands in one pipeline, cheaper for Redis than a
+// script; keys that were not free get the full claim script in a second
+// pipeline, which tells done, in progress and own claims apart.
 func (s *RedisStore) ClaimAll(ctx context.Context, reqs []Ref, lease time.Duration) []ClaimResult {
 	res := make([]ClaimResult, len(reqs))
-	calls, idx := s.batchCalls(ctx, opClaim, claimScript, reqs, "lease", lease, func(i int, err error) { res[i].Err = err })
-	for j, c := range calls {
-		if c.err != nil {
-			res[idx[j]].Err = opError(opClaim, c.key, c.err)
+	var good []int
+	for i, r := range reqs {
+		if err := checkArgsDuration(opClaim, r.Key, r.Owner, "lease", lease); err != nil {
+			res[i].Err = err
 			continue
 		}
-		res[idx[j]].Status, res[idx[j]].Err = claimStatus(c.key, c.n)
+		good = append(good, i)
+	}
+	if len(good) == 0 {
+		return res
+	}
+	if err := ctx.Err(); err != nil {
+		for _, i := range good {
+			res[i].Err = err
+		}
+		return res
+	}
+	taken, err := s.setNX(ctx, reqs, good, lease)
+	if err != nil {
+		for _, i := range good {
+			res[i].Err = opError(opClaim, reqs[i].Key, err)
+		}
+		return res
+	}
+	var rest []Ref
+	var restIdx []int
+	for k, i := range good {
+		if taken[k] {
+			res[i].Status = Claimed
+			continue
+		}
+		rest = append(rest, reqs[i])
+		restIdx = append(restIdx, i)
+	}
+	if len(rest) == 0 {
+		return res
+	}
+	calls, idx := s.batchCalls(ctx, opClaim, claimScript, rest, "lease", lease, func(j int, err error) { res[restIdx[j]].Err = err })
+	for j, c := range calls {
+		i := restIdx[idx[j]]
+		if c.err != nil {
+			res[i].Err = opError(opClaim, c.key, c.err)
+			continue
+		}
+		res[i].Status, res[i].Err = claimStatus(c.key, c.n)
 	}
 	return res
+}
+
+// setNX claims the requests at idx with SET NX PX in one pipeline and
+// reports which were free.
+func (s *RedisStore) setNX(ctx context.Context, reqs []Ref, idx []int, lease time.Duration) ([]bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	pipe := s.client.Pipeline()
+	cmds := make([]*redis.BoolCmd, len(idx))
+	for k, i := range idx {
+		cmds[k] = pipe.SetNX(ctx, reqs[i].Key, valueProcessingPrefix+reqs[i].Owner, max(lease, time.Millisecond))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	taken := make([]bool, len(idx))
+	for k, c := range cmds {
+		taken[k] = c.Val()
+	}
+	return taken, nil
 }
 
 // MarkDoneAll implements BatchStore: one pipeline for every request.
