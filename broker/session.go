@@ -66,7 +66,7 @@ type session struct {
 func newSession(ch *amqp.Channel, wire ackWire, log *zap.Logger, prefetch int) *session {
 	s := &session{
 		ch: ch, wire: wire, log: log,
-		batch:   max(1, prefetch/4),
+		batch:   max(1, prefetch/2),
 		pending: map[uint64]settleKind{},
 		deadCh:  make(chan struct{}),
 		retire:  make(chan struct{}),

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -10,15 +11,29 @@ import (
 
 type loggerKey struct{}
 
-func withLogger(ctx context.Context, l *zap.Logger) context.Context {
-	return context.WithValue(ctx, loggerKey{}, l)
+// msgLogger builds a message's logger on first use: most handlers never
+// ask for it, and building one costs allocations on every message.
+type msgLogger struct {
+	base *zap.Logger
+	d    *Delivery
+	once sync.Once
+	l    *zap.Logger
+}
+
+func (m *msgLogger) get() *zap.Logger {
+	m.once.Do(func() { m.l = m.base.With(messageFields(m.d)...) })
+	return m.l
+}
+
+func withLogger(ctx context.Context, base *zap.Logger, d *Delivery) context.Context {
+	return context.WithValue(ctx, loggerKey{}, &msgLogger{base: base, d: d})
 }
 
 // Logger returns the logger of the message being handled, with the message
 // fields set, or a no-op logger outside a handler.
 func Logger(ctx context.Context) *zap.Logger {
-	if l, ok := ctx.Value(loggerKey{}).(*zap.Logger); ok {
-		return l
+	if m, ok := ctx.Value(loggerKey{}).(*msgLogger); ok {
+		return m.get()
 	}
 	return zap.NewNop()
 }
@@ -32,6 +47,11 @@ func messageFields(d *Delivery) []zap.Field {
 	}
 }
 
+var eventMessage = map[Outcome]string{
+	OutcomeAck: "message ack", OutcomeRetry: "message retry", OutcomeDeadLetter: "message dead_letter",
+	OutcomeDuplicate: "message duplicate", OutcomeDiscard: "message discard", OutcomeRequeue: "message requeue",
+}
+
 // logEvent logs one message's outcome with the stable fields. Acks log at
 // debug level so that a busy worker's log stays readable.
 func (r *runner) logEvent(d *Delivery, dec decision, took time.Duration) {
@@ -42,7 +62,7 @@ func (r *runner) logEvent(d *Delivery, dec decision, took time.Duration) {
 	case OutcomeDeadLetter, OutcomeRequeue:
 		level = zapcore.WarnLevel
 	}
-	ce := r.log.Check(level, "message "+string(dec.outcome))
+	ce := r.log.Check(level, eventMessage[dec.outcome])
 	if ce == nil {
 		return
 	}

@@ -59,17 +59,35 @@ func (m *metrics) register(reg prometheus.Registerer) error {
 	return nil
 }
 
+// queueMetrics are one queue's collectors, looked up once.
+type queueMetrics struct {
+	m        *metrics
+	queue    string
+	outcomes map[Outcome]prometheus.Counter
+	duration prometheus.Observer
+	dups     prometheus.Counter
+}
+
+func (m *metrics) forQueue(queue string) *queueMetrics {
+	q := &queueMetrics{m: m, queue: queue, outcomes: map[Outcome]prometheus.Counter{},
+		duration: m.duration.WithLabelValues(queue), dups: m.duplicates.WithLabelValues(queue)}
+	for _, o := range []Outcome{OutcomeAck, OutcomeRetry, OutcomeDeadLetter, OutcomeDuplicate, OutcomeDiscard, OutcomeRequeue} {
+		q.outcomes[o] = m.messages.WithLabelValues(queue, string(o))
+	}
+	return q
+}
+
 // observe records one settled message.
-func (m *metrics) observe(queue string, dec decision, took time.Duration) {
-	m.messages.WithLabelValues(queue, string(dec.outcome)).Inc()
-	m.duration.WithLabelValues(queue).Observe(took.Seconds())
+func (q *queueMetrics) observe(dec decision, took time.Duration) {
+	q.outcomes[dec.outcome].Inc()
+	q.duration.Observe(took.Seconds())
 	switch dec.outcome {
 	case OutcomeRetry:
-		m.retries.WithLabelValues(queue, retry.FormatDelay(dec.delay)).Inc()
+		q.m.retries.WithLabelValues(q.queue, retry.FormatDelay(dec.delay)).Inc()
 	case OutcomeDeadLetter:
-		m.deadLetter.WithLabelValues(queue, dec.reason).Inc()
+		q.m.deadLetter.WithLabelValues(q.queue, dec.reason).Inc()
 	case OutcomeDuplicate:
-		m.duplicates.WithLabelValues(queue).Inc()
+		q.dups.Inc()
 	}
 }
 

@@ -77,7 +77,7 @@ func (r *runner) complete(hctx context.Context, bd *broker.Delivery, d *Delivery
 	final := r.settle(hctx, bd, d, dec)
 	took := time.Since(start)
 	r.inFlight.Dec()
-	r.w.metrics.observe(r.route.Queue, final, took)
+	r.metrics.observe(final, took)
 	r.logEvent(d, final, took)
 }
 
@@ -145,7 +145,7 @@ func (r *runner) backoffUnspent(delay time.Duration, err error, why string) deci
 func (r *runner) call(hctx context.Context, d *Delivery) (err error) {
 	ctx, cancel := context.WithTimeout(hctx, r.route.Timeout)
 	defer cancel()
-	ctx = withLogger(ctx, r.log.With(messageFields(d)...))
+	ctx = withLogger(ctx, r.log, d)
 	defer func() {
 		if v := recover(); v != nil {
 			err = &PanicError{Value: v, Stack: debug.Stack()}

@@ -35,6 +35,7 @@ type runner struct {
 	fin      *finisher // nil unless dedupe is on with a batching store
 	finWG    sync.WaitGroup
 	inFlight prometheus.Gauge
+	metrics  *queueMetrics
 	stopping chan struct{} // closed when the drain begins
 	stopOnce sync.Once
 }
@@ -52,6 +53,7 @@ func newRunner(w *Worker, rt *runtime, r Route, h Handler) *runner {
 		run.store = rt.store
 	}
 	run.inFlight = w.metrics.inFlight.WithLabelValues(r.Queue)
+	run.metrics = w.metrics.forQueue(r.Queue)
 	run.stopping = make(chan struct{})
 	if bs, ok := run.store.(dedupe.BatchStore); ok {
 		run.fin = newFinisher(run, bs)
