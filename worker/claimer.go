@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -21,11 +22,14 @@ const maxClaimBatch = 64
 func (r *runner) claimLoop(hctx context.Context, store dedupe.BatchStore, out chan<- *job) {
 	defer close(out)
 	in := r.cons.Deliveries()
-	batch := make([]*job, 0, maxClaimBatch)
+	// At most one handler's worth of claimed messages waits for a free
+	// handler, so none waits longer than one handler run.
+	size := min(maxClaimBatch, r.route.Concurrency)
+	batch := make([]*job, 0, size)
 	for bd := range in {
 		batch = append(batch[:0], r.prepare(bd))
 	more:
-		for len(batch) < maxClaimBatch {
+		for len(batch) < size {
 			select {
 			case bd, ok := <-in:
 				if !ok {
@@ -64,8 +68,10 @@ func (r *runner) claimAll(hctx context.Context, store dedupe.BatchStore, batch [
 	if len(reqs) == 0 {
 		return
 	}
+	now := time.Now()
 	for i, res := range store.ClaimAll(hctx, reqs, r.w.cfg.DedupeLease) {
 		picked[i].claimed, picked[i].status, picked[i].cerr = true, res.Status, res.Err
+		picked[i].claimedAt = now
 	}
 }
 

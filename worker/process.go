@@ -35,10 +35,11 @@ type job struct {
 	start time.Time
 	aerr  error // the attempt header is invalid
 	// A claim taken before dispatch (by the claimer, batched).
-	claimed bool
-	owner   string
-	status  dedupe.Status
-	cerr    error
+	claimed   bool
+	claimedAt time.Time
+	owner     string
+	status    dedupe.Status
+	cerr      error
 }
 
 // prepare builds the job of a delivery.
@@ -88,6 +89,11 @@ func (r *runner) processClaimed(hctx context.Context, j *job) decision {
 	if !j.claimed {
 		owner = broker.NewMessageID()
 		status, err = r.store.Claim(hctx, d.IdempotencyKey, owner, r.w.cfg.DedupeLease)
+	} else if err == nil && status == dedupe.Claimed && time.Since(j.claimedAt) > r.w.cfg.DedupeLease/2 {
+		// It waited long for a handler: renew the claim before running.
+		if err = r.store.Extend(hctx, d.IdempotencyKey, owner, r.w.cfg.DedupeLease); errors.Is(err, dedupe.ErrNotOwner) {
+			status, err = dedupe.InProgress, nil
+		}
 	}
 	down := dedupe.Unavailable(err)
 	r.w.health.storeResult(down)
