@@ -239,3 +239,36 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestPublishBatch(t *testing.T) {
+	t.Parallel()
+	a := testenv.NewAdmin(t)
+	c := dial(t, testenv.AMQPURL())
+	top, ex, q := simpleTopology(t, a, broker.Quorum)
+	if err := c.Declare(ctxT(t, 10*time.Second), top); err != nil {
+		t.Fatal(err)
+	}
+	pub := c.NewPublisher()
+	defer pub.Close()
+	var batch []broker.Outgoing
+	for i := 0; i < 300; i++ {
+		key := "k"
+		if i == 17 {
+			key = "nowhere"
+		}
+		batch = append(batch, broker.Outgoing{Exchange: ex, RoutingKey: key, Message: broker.Message{Body: []byte(fmt.Sprint(i))}})
+	}
+	errs := pub.PublishBatch(ctxT(t, 20*time.Second), batch)
+	for i, err := range errs {
+		var un *broker.UnroutableError
+		switch {
+		case i == 17 && !errors.As(err, &un):
+			t.Fatalf("message 17: %v, want unroutable", err)
+		case i != 17 && err != nil:
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	if got := a.WaitCount(q, 299, 5*time.Second); got != 299 {
+		t.Fatalf("queue holds %d, want 299", got)
+	}
+}

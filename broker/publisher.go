@@ -200,12 +200,13 @@ func (p *Publisher) openSession(ctx context.Context) (*pubSession, error) {
 		return nil, fmt.Errorf("enabling publisher confirms: %w", err)
 	}
 	s := &pubSession{ch: ch, pending: map[uint64]*pending{}, dead: make(chan struct{})}
-	// Unbuffered on purpose: the client library hands us a return and then
-	// the confirm that follows it, in order, from one goroutine; reading
-	// both in one loop keeps that order, so a return is always recorded
-	// before its confirm resolves the publish.
-	confirms := ch.NotifyPublish(make(chan amqp.Confirmation))
-	returns := ch.NotifyReturn(make(chan amqp.Return))
+	// The client library sends a return and then the confirm that follows
+	// it, in that order, from one goroutine. The loop drains every
+	// buffered return before it handles a confirm, so a return is always
+	// recorded before its confirm resolves the publish. Buffers let the
+	// library go on reading while the loop catches up.
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, confirmBuffer))
+	returns := ch.NotifyReturn(make(chan amqp.Return, returnBuffer))
 	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
 	p.wg.Add(1)
 	go func() {
@@ -223,6 +224,12 @@ func (p *Publisher) openSession(ctx context.Context) (*pubSession, error) {
 	}
 	return s, nil
 }
+
+// Buffers of the publisher's notification channels.
+const (
+	confirmBuffer = 512
+	returnBuffer  = 64
+)
 
 // sleep waits d unless ctx ends or stop closes.
 func sleep(ctx context.Context, stop <-chan struct{}, d time.Duration) error {

@@ -90,6 +90,7 @@ func (s *pubSession) loop(log *zap.Logger, confirms <-chan amqp.Confirmation, re
 			}
 			s.returned(r)
 		case c, ok := <-confirms:
+			returns = s.drainReturns(returns)
 			if !ok {
 				if reason == nil {
 					select {
@@ -112,6 +113,23 @@ func (s *pubSession) loop(log *zap.Logger, confirms <-chan amqp.Confirmation, re
 			}
 		}
 	}
+}
+
+// drainReturns records every return already buffered. It returns nil
+// once the returns channel is closed.
+func (s *pubSession) drainReturns(returns <-chan amqp.Return) <-chan amqp.Return {
+	for returns != nil {
+		select {
+		case r, ok := <-returns:
+			if !ok {
+				return nil
+			}
+			s.returned(r)
+		default:
+			return returns
+		}
+	}
+	return nil
 }
 
 // returned marks the oldest unconfirmed publish that matches r.

@@ -153,6 +153,7 @@ func allCases() []caseDef {
 		{name: "warren-consume-dedupe", unit: UnitRate, baseline: "baseline-consume", target: ">=1.0", run: (*env).warrenConsumeDedupe},
 		{name: "baseline-publish", unit: UnitRate, run: (*env).baselinePublish},
 		{name: "warren-publish", unit: UnitRate, baseline: "baseline-publish", target: ">=0.9", run: (*env).warrenPublish},
+		{name: "warren-publish-batch", unit: UnitRate, baseline: "baseline-publish", target: ">=0.9", run: (*env).warrenPublishBatch},
 		{name: "io-bound", unit: UnitRate, reference: ioReference, target: ">=0.85", run: (*env).ioBound},
 		{name: "memory-inflight", unit: UnitRatio, selfRatio: true, target: "<3", run: (*env).memoryInFlight},
 		{name: "idle-rss", unit: UnitMiB, target: "<30", run: (*env).idleRSS},

@@ -70,6 +70,7 @@ func TestSmoke(t *testing.T) {
 		"warren-consume-dedupe": messages,
 		"baseline-publish":      messages,
 		"warren-publish":        messages,
+		"warren-publish-batch":  messages,
 		"io-bound":              messages,
 		"memory-inflight":       inFlight,
 		"idle-rss":              0,

@@ -16,6 +16,8 @@ import (
 const (
 	baselineWindow    = 256
 	warrenPublishers  = 64
+	batchPublishers   = 4  // goroutines of warren-publish-batch
+	publishBatchSize  = 64 // messages per PublishBatch call
 	publishErrSamples = 3
 )
 
@@ -67,8 +69,18 @@ func (e *env) baselinePublish(ctx context.Context, round int) (Round, error) {
 // warrenPublish publishes through broker.Publisher from 64 goroutines,
 // each Publish returning after its confirm.
 func (e *env) warrenPublish(ctx context.Context, round int) (Round, error) {
+	return e.warrenPublishWith(ctx, round, "warren-publish", warrenPublishers, 1)
+}
+
+// warrenPublishBatch publishes with PublishBatch: a few goroutines, each
+// with a batch of messages in flight.
+func (e *env) warrenPublishBatch(ctx context.Context, round int) (Round, error) {
+	return e.warrenPublishWith(ctx, round, "warren-publish-batch", batchPublishers, publishBatchSize)
+}
+
+func (e *env) warrenPublishWith(ctx context.Context, round int, kind string, goroutines, batch int) (Round, error) {
 	n := e.opts.Messages
-	q := e.name("warren-publish", round)
+	q := e.name(kind, round)
 	if err := e.declarePlain(q); err != nil {
 		return Round{}, err
 	}
@@ -95,23 +107,38 @@ func (e *env) warrenPublish(ctx context.Context, round int) (Round, error) {
 		wg      sync.WaitGroup
 	)
 	start := time.Now()
-	for range warrenPublishers {
+	fail := func(err error) {
+		errs.Add(1)
+		mu.Lock()
+		if len(samples) < publishErrSamples {
+			samples = append(samples, err.Error())
+		}
+		mu.Unlock()
+	}
+	for range goroutines {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
-				i := next.Add(1) - 1
-				if i >= int64(n) {
+				first := next.Add(int64(batch)) - int64(batch)
+				if first >= int64(n) {
 					return
 				}
-				err := pub.Publish(tctx, "", q, broker.Message{Body: b, MessageID: ids[i], ContentType: "application/octet-stream"})
-				if err != nil {
-					errs.Add(1)
-					mu.Lock()
-					if len(samples) < publishErrSamples {
-						samples = append(samples, err.Error())
+				last := min(first+int64(batch), int64(n))
+				if batch == 1 {
+					if err := pub.Publish(tctx, "", q, broker.Message{Body: b, MessageID: ids[first], ContentType: "application/octet-stream"}); err != nil {
+						fail(err)
 					}
-					mu.Unlock()
+					continue
+				}
+				out := make([]broker.Outgoing, 0, last-first)
+				for i := first; i < last; i++ {
+					out = append(out, broker.Outgoing{RoutingKey: q, Message: broker.Message{Body: b, MessageID: ids[i], ContentType: "application/octet-stream"}})
+				}
+				for _, err := range pub.PublishBatch(tctx, out) {
+					if err != nil {
+						fail(err)
+					}
 				}
 			}
 		}()
@@ -124,8 +151,8 @@ func (e *env) warrenPublish(ctx context.Context, round int) (Round, error) {
 	failed := int(errs.Load())
 	st := pub.Stats()
 	r := Round{Value: rate(n, elapsed), Expected: n, Processed: n - failed, Elapsed: elapsed,
-		Detail: fmt.Sprintf("%d msgs confirmed in %s by %d goroutines; %d error(s); publisher stats: %d confirmed, %d nacked, %d returned",
-			n-failed, elapsed.Round(time.Millisecond), warrenPublishers, failed, st.Confirmed.Load(), st.Nacked.Load(), st.Returned.Load())}
+		Detail: fmt.Sprintf("%d msgs confirmed in %s by %d goroutines (batches of %d); %d error(s); publisher stats: %d confirmed, %d nacked, %d returned",
+			n-failed, elapsed.Round(time.Millisecond), goroutines, batch, failed, st.Confirmed.Load(), st.Nacked.Load(), st.Returned.Load())}
 	if failed > 0 {
 		return r, fmt.Errorf("%d Publish call(s) failed, e.g. %v", failed, samples)
 	}

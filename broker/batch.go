@@ -1,0 +1,68 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+)
+
+// Outgoing is one message of PublishBatch.
+type Outgoing struct {
+	Exchange   string
+	RoutingKey string
+	Message    Message
+}
+
+// PublishBatch publishes every message of batch back to back on one
+// channel, then waits for all their confirms: one caller keeps many
+// messages in flight. errs[i] answers batch[i] exactly as Publish would;
+// a message whose channel died before its confirm is published again.
+// Empty message ids in batch are filled in place.
+func (p *Publisher) PublishBatch(ctx context.Context, batch []Outgoing, opts ...PublishOption) (errs []error) {
+	errs = make([]error, len(batch))
+	var o publishOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	pends := make([]*pending, len(batch))
+	s, err := p.session(ctx)
+	if err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	for i := range batch {
+		m := &batch[i].Message
+		if m.MessageID == "" && !o.keepID {
+			m.MessageID = NewMessageID()
+		}
+		pub := m.publishing()
+		pends[i], errs[i] = s.publish(ctx, batch[i].Exchange, batch[i].RoutingKey, &pub)
+	}
+	for i, pend := range pends {
+		errs[i] = p.await(ctx, s, pend, errs[i], batch[i], opts)
+	}
+	return errs
+}
+
+// await resolves one message of a batch, publishing it again on its own
+// when its channel died first.
+func (p *Publisher) await(ctx context.Context, s *pubSession, pend *pending, err error, out Outgoing, opts []PublishOption) error {
+	if pend == nil {
+		if s.isDead() {
+			return p.Publish(ctx, out.Exchange, out.RoutingKey, out.Message, append(opts, KeepMessageID())...)
+		}
+		return fmt.Errorf("publishing message %q: %w", out.Message.MessageID, err)
+	}
+	select {
+	case <-pend.done:
+		if pend.lost {
+			return p.Publish(ctx, out.Exchange, out.RoutingKey, out.Message, append(opts, KeepMessageID())...)
+		}
+		p.count(pend.err)
+		return pend.err
+	case <-ctx.Done():
+		s.forget(pend.tag)
+		return fmt.Errorf("waiting for the confirm of message %q: %w", out.Message.MessageID, ctx.Err())
+	}
+}
