@@ -35,6 +35,15 @@ func loadConfigQuiet() (worker.Config, *zap.Logger, error) {
 	return cfg, log, nil
 }
 
+// connect reads the environment and connects, for a one-off command.
+func connect(ctx context.Context) (*broker.Conn, error) {
+	cfg, log, err := loadConfigQuiet()
+	if err != nil {
+		return nil, err
+	}
+	return dialBroker(ctx, cfg, log)
+}
+
 // dialBroker connects for a one-off command, giving up after 30s.
 func dialBroker(ctx context.Context, cfg worker.Config, log *zap.Logger) (*broker.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)

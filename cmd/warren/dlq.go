@@ -54,11 +54,7 @@ func dlqLs(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 	}
-	cfg, log, err := loadConfigQuiet()
-	if err != nil {
-		return err
-	}
-	conn, err := dialBroker(ctx, cfg, log)
+	conn, err := connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -136,11 +132,7 @@ func dlqPurge(ctx context.Context, args []string, out io.Writer) error {
 		return errors.New("dlq purge: name one queue")
 	}
 	q := dlqName(pos[0])
-	cfg, log, err := loadConfigQuiet()
-	if err != nil {
-		return err
-	}
-	conn, err := dialBroker(ctx, cfg, log)
+	conn, err := connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -169,11 +161,7 @@ func confirm(out io.Writer, prompt string) bool {
 
 // withReader connects and runs fn with a Reader, closing both after.
 func withReader(ctx context.Context, fn func(*broker.Reader) error) error {
-	cfg, log, err := loadConfigQuiet()
-	if err != nil {
-		return err
-	}
-	conn, err := dialBroker(ctx, cfg, log)
+	conn, err := connect(ctx)
 	if err != nil {
 		return err
 	}

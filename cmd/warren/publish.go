@@ -32,11 +32,7 @@ func publishCmd(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg, log, err := loadConfigQuiet()
-	if err != nil {
-		return err
-	}
-	conn, err := dialBroker(ctx, cfg, log)
+	conn, err := connect(ctx)
 	if err != nil {
 		return err
 	}

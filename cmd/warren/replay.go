@@ -35,11 +35,7 @@ func dlqReplay(ctx context.Context, args []string, out io.Writer) error {
 		return errors.New("dlq replay: name one queue")
 	}
 	o.queue = strings.TrimSuffix(pos[0], ".dlq")
-	cfg, log, err := loadConfigQuiet()
-	if err != nil {
-		return err
-	}
-	conn, err := dialBroker(ctx, cfg, log)
+	conn, err := connect(ctx)
 	if err != nil {
 		return err
 	}
