@@ -25,6 +25,11 @@ type ConsumerConfig struct {
 	// Tag prefixes the consumer tag; a counter and the host are appended.
 	// "" means "warren".
 	Tag string
+	// AckBatch is how many finished deliveries wait to share one
+	// multiple-ack (they wait 1ms at most). 0 means half the prefetch.
+	// Keep it well below Prefetch minus the deliveries being worked on, or
+	// the broker runs out of window to send ahead.
+	AckBatch int
 	// Exclusive asks to be the queue's only consumer.
 	Exclusive bool
 	// Args are basic.consume arguments, such as x-priority.
@@ -62,6 +67,9 @@ func (c *Conn) Consume(cfg ConsumerConfig) (*Consumer, error) {
 	}
 	if cfg.Prefetch == 0 {
 		cfg.Prefetch = DefaultPrefetch
+	}
+	if cfg.AckBatch <= 0 {
+		cfg.AckBatch = max(1, cfg.Prefetch/2)
 	}
 	if cfg.Tag == "" {
 		cfg.Tag = "warren"
@@ -186,7 +194,7 @@ func (cn *Consumer) open(ctx context.Context) (*session, <-chan amqp.Delivery, e
 		}
 		return nil, nil, fmt.Errorf("consuming %q: %w", cn.cfg.Queue, err)
 	}
-	s := newSession(ch, ch, cn.log, cn.cfg.Prefetch)
+	s := newSession(ch, ch, cn.log, cn.cfg.AckBatch)
 	cn.mu.Lock()
 	cn.sessions[s] = struct{}{}
 	cn.mu.Unlock()

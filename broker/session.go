@@ -63,10 +63,10 @@ type session struct {
 	ended     chan struct{} // the lifecycle goroutine has returned
 }
 
-func newSession(ch *amqp.Channel, wire ackWire, log *zap.Logger, prefetch int) *session {
+func newSession(ch *amqp.Channel, wire ackWire, log *zap.Logger, batch int) *session {
 	s := &session{
 		ch: ch, wire: wire, log: log,
-		batch:   max(1, prefetch/2),
+		batch:   max(1, batch),
 		pending: map[uint64]settleKind{},
 		deadCh:  make(chan struct{}),
 		retire:  make(chan struct{}),

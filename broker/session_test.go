@@ -80,7 +80,7 @@ func (f *fakeWire) Close() error {
 }
 
 func runSession(t *testing.T, w *fakeWire, buffer int) (*session, func()) {
-	s := newSession(nil, w, zaptest.NewLogger(t), buffer)
+	s := newSession(nil, w, zaptest.NewLogger(t), buffer/2)
 	done := make(chan struct{})
 	go func() { defer close(done); s.run(nil) }()
 	return s, func() { close(s.finish); <-done }
@@ -138,7 +138,7 @@ func TestSettlerOutOfOrder(t *testing.T) {
 // ack frames than deliveries.
 func TestSettlerCoalesces(t *testing.T) {
 	w := newFakeWire(t)
-	s := newSession(nil, w, zaptest.NewLogger(t), 256)
+	s := newSession(nil, w, zaptest.NewLogger(t), 128)
 	const n = 1000
 	s.delivered.Store(n)
 	done := make(chan struct{})

@@ -62,7 +62,10 @@ func newRunner(w *Worker, rt *runtime, r Route, h Handler) *runner {
 }
 
 func (r *runner) start(hctx context.Context) error {
-	cons, err := r.conn.Consume(broker.ConsumerConfig{Queue: r.route.Queue, Prefetch: r.route.Prefetch})
+	// Acks wait to share a frame only while the broker still has window
+	// to send ahead beyond the messages being worked on.
+	ackBatch := max(1, (r.route.Prefetch-r.route.Concurrency)/2)
+	cons, err := r.conn.Consume(broker.ConsumerConfig{Queue: r.route.Queue, Prefetch: r.route.Prefetch, AckBatch: ackBatch})
 	if err != nil {
 		return fmt.Errorf("route %q: %w", r.route.Queue, err)
 	}
