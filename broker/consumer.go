@@ -51,6 +51,8 @@ type Consumer struct {
 	stopOnce sync.Once
 	done     chan struct{} // the run loop has returned
 
+	active atomic.Bool // a subscription is open
+
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	wg       sync.WaitGroup // settlers
@@ -89,6 +91,9 @@ func (c *Conn) Consume(cfg ConsumerConfig) (*Consumer, error) {
 	go cn.run()
 	return cn, nil
 }
+
+// Active reports whether the consumer has an open subscription right now.
+func (cn *Consumer) Active() bool { return cn.active.Load() }
 
 // Deliveries returns the stream of deliveries. It is closed after Stop,
 // once no more deliveries will come.
@@ -162,7 +167,10 @@ func (cn *Consumer) run() {
 			cn.log.Info("consuming again")
 		}
 		first = false
-		if cn.pump(s, deliveries) {
+		cn.active.Store(true)
+		delivered := cn.pump(s, deliveries)
+		cn.active.Store(false)
+		if delivered {
 			bo.reset()
 		}
 		if !cn.stopped() {

@@ -16,7 +16,7 @@ func (h *health) setStoreUsed()     { h.storeUsed.Store(true) }
 // storeResult records whether the last store call found it unavailable.
 func (h *health) storeResult(down bool) { h.storeDown.Store(down) }
 
-func (h *health) setConns(connected ...func() bool) { h.conns.Store(&connected) }
+func (h *health) setConns(checks ...func() bool) { h.conns.Store(&checks) }
 
 func (h *health) ready() bool {
 	if !h.running.Load() {

@@ -115,7 +115,8 @@ func (w *Worker) Publish(ctx context.Context, exchange, key string, msg broker.M
 }
 
 // Ready reports whether the worker is processing: connected to the
-// broker, consuming every route, and, with dedupe, the store answering.
+// broker, subscribed on every route, and, with fail-closed dedupe, the
+// store answering.
 func (w *Worker) Ready() bool { return w.health.ready() }
 
 // Run connects, declares every route's topology, and processes messages
@@ -148,7 +149,6 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		defer w.reg.Unregister(c)
 	}
-	w.health.setConns(rt.consume.Connected, rt.publish.Connected)
 	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHandlers()
 	runners := make([]*runner, len(routes))
@@ -159,6 +159,11 @@ func (w *Worker) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	checks := []func() bool{rt.consume.Connected, rt.publish.Connected}
+	for _, r := range runners {
+		checks = append(checks, r.cons.Active)
+	}
+	w.health.setConns(checks...)
 	if rt.store != nil {
 		stopPing := w.pingStore(rt.store)
 		defer stopPing()
