@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -56,7 +57,9 @@ func (p *Publisher) await(ctx context.Context, s *pubSession, pend *pending, err
 	}
 	select {
 	case <-pend.done:
-		if pend.lost {
+		var ce *ChannelError
+		if pend.lost || errors.As(pend.err, &ce) {
+			// Lost, or failed with the whole channel: try it on its own.
 			return p.Publish(ctx, out.Exchange, out.RoutingKey, out.Message, append(opts, KeepMessageID())...)
 		}
 		p.count(pend.err)

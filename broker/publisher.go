@@ -82,6 +82,7 @@ func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg Messa
 		msg.MessageID = NewMessageID()
 	}
 	pub := msg.publishing()
+	channelErrors := 0
 	for {
 		s, err := p.session(ctx)
 		if err != nil {
@@ -96,7 +97,14 @@ func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg Messa
 		}
 		select {
 		case <-pend.done:
+			var ce *ChannelError
 			if pend.lost {
+				continue
+			}
+			if errors.As(pend.err, &ce) && channelErrors < maxChannelErrors {
+				// A channel exception fails every publish in flight, not
+				// only the one that caused it: try again on a new channel.
+				channelErrors++
 				continue
 			}
 			p.count(pend.err)
@@ -224,6 +232,10 @@ func (p *Publisher) openSession(ctx context.Context) (*pubSession, error) {
 	}
 	return s, nil
 }
+
+// maxChannelErrors is how often a publish is tried again after a channel
+// exception before the exception is taken to be its own.
+const maxChannelErrors = 2
 
 // Buffers of the publisher's notification channels.
 const (

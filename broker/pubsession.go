@@ -132,20 +132,19 @@ func (s *pubSession) drainReturns(returns <-chan amqp.Return) <-chan amqp.Return
 	return nil
 }
 
-// returned marks the oldest unconfirmed publish that matches r.
+// returned marks the unconfirmed publishes that match r. A return names
+// no delivery tag, so when several publishes in flight share id, exchange
+// and key, all of them are marked: a routed one then reports unroutable
+// and is published again (a duplicate), rather than an unroutable one
+// reporting success.
 func (s *pubSession) returned(r amqp.Return) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var best *pending
 	for _, p := range s.pending {
-		if p.returned == nil && p.id == r.MessageId && p.exchange == r.Exchange && p.key == r.RoutingKey &&
-			(best == nil || p.tag < best.tag) {
-			best = p
+		if p.returned == nil && p.id == r.MessageId && p.exchange == r.Exchange && p.key == r.RoutingKey {
+			p.returned = &UnroutableError{Exchange: r.Exchange, RoutingKey: r.RoutingKey,
+				MessageID: r.MessageId, ReplyCode: r.ReplyCode, ReplyText: r.ReplyText}
 		}
-	}
-	if best != nil {
-		best.returned = &UnroutableError{Exchange: r.Exchange, RoutingKey: r.RoutingKey,
-			MessageID: r.MessageId, ReplyCode: r.ReplyCode, ReplyText: r.ReplyText}
 	}
 }
 

@@ -45,7 +45,7 @@ func (r *runner) keepClaim(key, owner string) (stop func()) {
 func (r *runner) markDone(hctx context.Context, key, owner string) {
 	wait := 50 * time.Millisecond
 	for try := 1; ; try++ {
-		err := r.store.MarkDone(hctx, key, owner, r.w.cfg.DedupeTTL)
+		err := r.store.MarkDone(context.WithoutCancel(hctx), key, owner, r.w.cfg.DedupeTTL)
 		r.w.health.storeResult(dedupe.Unavailable(err))
 		switch {
 		case err == nil:

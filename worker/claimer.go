@@ -46,7 +46,8 @@ func (r *runner) claimLoop(hctx context.Context, store dedupe.BatchStore, out ch
 			case out <- j:
 			case <-r.stopping:
 				r.giveBack(hctx, batch[i:])
-				for range in { // the consumer requeues what is left
+				for bd := range in { // what the consumer still hands out goes back
+					_ = bd.Nack(true)
 				}
 				return
 			}

@@ -93,7 +93,10 @@ func (f *finisher) flush(hctx context.Context, batch []finishJob) {
 }
 
 func (f *finisher) markAll(hctx context.Context, reqs []dedupe.Ref) []error {
-	errs := f.store.MarkDoneAll(hctx, reqs, f.r.w.cfg.DedupeTTL)
+	// Marks are stored even after the drain ran out of time and cancelled
+	// the handlers: their successes are final. The store bounds each call.
+	sctx := context.WithoutCancel(hctx)
+	errs := f.store.MarkDoneAll(sctx, reqs, f.r.w.cfg.DedupeTTL)
 	wait := 50 * time.Millisecond
 	for try := 2; try <= 3; try++ {
 		var again []int
@@ -116,7 +119,7 @@ func (f *finisher) markAll(hctx context.Context, reqs []dedupe.Ref) []error {
 		for k, i := range again {
 			retryReqs[k] = reqs[i]
 		}
-		for k, err := range f.store.MarkDoneAll(hctx, retryReqs, f.r.w.cfg.DedupeTTL) {
+		for k, err := range f.store.MarkDoneAll(sctx, retryReqs, f.r.w.cfg.DedupeTTL) {
 			errs[again[k]] = err
 		}
 	}

@@ -52,22 +52,23 @@ func (r *runner) publishCopy(hctx context.Context, queue string, m broker.Messag
 //   - anything else (a lost connection, a timeout): it is requeued.
 func (r *runner) copyFailed(hctx context.Context, bd *broker.Delivery, d *Delivery, dec decision, err error) decision {
 	r.log.Warn("storing the message's copy failed", append(messageFields(d), zap.String("copy", string(dec.outcome)), zap.Error(err))...)
-	if dec.release != nil {
-		defer dec.release()
-	}
 	var (
 		ce *broker.ChannelError
 		ue *broker.UnroutableError
 	)
+	if errors.As(err, &ce) && dec.outcome == OutcomeRetry {
+		// The broker refused the copy itself: keep it as a dead letter.
+		dl := decision{outcome: OutcomeDeadLetter, kind: dec.kind, reason: KindUnpublished, err: errors.Join(dec.err, err), release: dec.release}
+		return r.settle(hctx, bd, d, dl)
+	}
+	if dec.release != nil {
+		defer dec.release()
+	}
 	switch {
 	case errors.As(err, &ue):
 		if derr := r.conn.Redeclare(hctx); derr != nil {
 			r.log.Warn("declaring the topology again failed", zap.Error(derr))
 		}
-	case errors.As(err, &ce) && dec.outcome == OutcomeRetry:
-		dl := decision{outcome: OutcomeDeadLetter, kind: dec.kind, reason: KindUnpublished, err: errors.Join(dec.err, err), release: dec.release}
-		dec.release = nil
-		return r.settle(hctx, bd, d, dl)
 	case errors.As(err, &ce):
 		dec.reason, dec.err = KindUnpublished, errors.Join(dec.err, err)
 		dec.stale = errors.Is(bd.Nack(false), broker.ErrStale)
