@@ -600,3 +600,49 @@ func TestDedupeCommitWithDoneNeedsStore(t *testing.T) {
 		t.Fatalf("got %v, want ErrNoAtomicStore", err)
 	}
 }
+
+// TestDedupeLongHandlerKeepsItsLease: a handler that runs far longer than
+// the lease keeps its claim alive, so a copy of the message that arrives
+// meanwhile does not run beside it.
+func TestDedupeLongHandlerKeepsItsLease(t *testing.T) {
+	t.Parallel()
+	cfg, _ := dedupeConfig(t, testenv.RedisURL())
+	sharedRedis(t, cfg.DedupePrefix)
+	cfg.DedupeLease = 300 * time.Millisecond
+	cfg.HandlerTimeout = 5 * time.Second
+	var runs atomic.Int32
+	started := make(chan struct{}, 4)
+	f := newFixture(t, cfg, worker.Route{Handler: worker.HandlerFunc(func(ctx context.Context, d *worker.Delivery) error {
+		runs.Add(1)
+		started <- struct{}{}
+		time.Sleep(1500 * time.Millisecond) // five leases
+		return nil
+	})}).start()
+	f.publish("", broker.Message{MessageID: "long", Body: []byte("x")})
+	<-started
+	time.Sleep(700 * time.Millisecond) // the first lease would have expired twice
+	f.publish("", broker.Message{MessageID: "long", Body: []byte("x")})
+	waitUntil(t, 10*time.Second, func() bool {
+		return f.admin.Count(f.queue) == 0 && f.admin.Count(f.queue+".retry.200ms") == 0
+	})
+	time.Sleep(500 * time.Millisecond)
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("handler ran %d times: the claim lapsed during the long run", n)
+	}
+}
+
+// TestWarnsNearConsumerTimeout: a handler timeout close to the broker's
+// consumer_timeout is warned about at start.
+func TestWarnsNearConsumerTimeout(t *testing.T) {
+	t.Parallel()
+	cfg, logs := dedupeConfig(t, testenv.RedisURL())
+	cfg.Dedupe = worker.DedupeOff
+	cfg.HandlerTimeout = 28 * time.Minute
+	f := newFixture(t, cfg, worker.Route{Handler: worker.HandlerFunc(func(context.Context, *worker.Delivery) error { return nil })}).start()
+	if err := f.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if logs.FilterMessageSnippet("consumer_timeout").Len() == 0 {
+		t.Fatal("no warning about the broker's consumer_timeout")
+	}
+}
