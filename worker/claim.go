@@ -17,21 +17,29 @@ func (r *runner) keepClaim(key, owner string) (stop func()) {
 	if lease > r.route.Timeout+5*time.Second {
 		return func() {} // the claim outlives any handler run
 	}
+	return every(lease/3, func(ctx context.Context) {
+		err := r.store.Extend(ctx, key, owner, lease)
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("extending the dedupe claim failed", zap.String("key", key), zap.Error(err))
+		}
+	})
+}
+
+// every calls fn every interval in a goroutine of its own until the
+// returned stop is called; stop waits for it to end.
+func every(interval time.Duration, fn func(ctx context.Context)) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(lease / 3)
+		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				err := r.store.Extend(ctx, key, owner, lease)
-				if err != nil && ctx.Err() == nil {
-					r.log.Warn("extending the dedupe claim failed", zap.String("key", key), zap.Error(err))
-				}
+				fn(ctx)
 			}
 		}
 	}()

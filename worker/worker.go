@@ -341,29 +341,14 @@ func (w *Worker) applyRedisTLS(opts *redis.UniversalOptions) error {
 // readiness follows the store even when no message flows. It returns a
 // function that stops it and waits.
 func (w *Worker) pingStore(store dedupe.Store) (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	check := func() {
+	check := func(ctx context.Context) {
 		err := store.Ping(ctx)
 		if ctx.Err() == nil {
 			w.health.storeResult(err != nil)
 		}
 	}
-	check()
-	go func() {
-		defer close(done)
-		t := time.NewTicker(storePingInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				check()
-			}
-		}
-	}()
-	return func() { cancel(); <-done }
+	check(context.Background())
+	return every(storePingInterval, check)
 }
 
 // storePingInterval is how often readiness checks the dedupe store.
