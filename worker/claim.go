@@ -46,34 +46,6 @@ func every(interval time.Duration, fn func(ctx context.Context)) (stop func()) {
 	return func() { cancel(); <-done }
 }
 
-// markDone records success. It tries a few times; if the store stays
-// unreachable the message is acked all the same (its effect has happened,
-// and redelivering it would repeat the effect), and a warning says that a
-// later duplicate of it will not be caught.
-func (r *runner) markDone(hctx context.Context, key, owner string) {
-	wait := 50 * time.Millisecond
-	for try := 1; ; try++ {
-		err := r.store.MarkDone(context.WithoutCancel(hctx), key, owner, r.w.cfg.DedupeTTL)
-		r.w.health.storeResult(dedupe.Unavailable(err))
-		switch {
-		case err == nil:
-			return
-		case errors.Is(err, dedupe.ErrNotOwner):
-			r.log.Warn("dedupe claim expired before the handler finished; raise WARREN_DEDUPE_LEASE", zap.String("key", key))
-			return
-		case try == 3:
-			r.log.Warn("done mark not stored; a duplicate of this message will run again", zap.String("key", key), zap.Error(err))
-			return
-		}
-		select {
-		case <-time.After(wait):
-		case <-hctx.Done():
-			return
-		}
-		wait *= 4
-	}
-}
-
 // commitDone commits the handler's queued writes with the done mark. When
 // that cannot happen the writes are not applied, so the message must run
 // again: it is requeued (the attempt is not spent).

@@ -646,3 +646,34 @@ func TestWarnsNearConsumerTimeout(t *testing.T) {
 		t.Fatal("no warning about the broker's consumer_timeout")
 	}
 }
+
+// plainStore hides the batch calls of the store it wraps.
+type plainStore struct{ dedupe.Store }
+
+// TestDedupeWithAStoreWithoutBatchCalls: a custom store that has only the
+// Store methods still marks done (one call at a time) and catches
+// duplicates.
+func TestDedupeWithAStoreWithoutBatchCalls(t *testing.T) {
+	t.Parallel()
+	cfg, _ := dedupeConfig(t, testenv.RedisURL())
+	cfg.Store = plainStore{dedupe.NewMemory()}
+	var runs atomic.Int32
+	f := newFixture(t, cfg, worker.Route{Handler: worker.HandlerFunc(func(context.Context, *worker.Delivery) error {
+		runs.Add(1)
+		return nil
+	})}).start()
+	for i := 0; i < 3; i++ {
+		f.publish("", broker.Message{MessageID: "same", Body: []byte("x")})
+	}
+	waitUntil(t, 10*time.Second, func() bool { return f.admin.Count(f.queue) == 0 && runs.Load() >= 1 })
+	time.Sleep(300 * time.Millisecond)
+	if err := f.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("handler ran %d times for one message id, want 1", n)
+	}
+	if n := f.admin.Count(f.queue); n != 0 {
+		t.Fatalf("%d messages left", n)
+	}
+}

@@ -23,7 +23,7 @@ const maxFinishBatch = 128
 // what they handed over.
 type finisher struct {
 	r     *runner
-	store dedupe.BatchStore
+	store doneMarker
 	in    chan finishJob
 	done  chan struct{}
 	once  sync.Once
@@ -36,7 +36,31 @@ type finishJob struct {
 	start time.Time
 }
 
-func newFinisher(r *runner, store dedupe.BatchStore) *finisher {
+// doneMarker marks many claims done in one call.
+type doneMarker interface {
+	MarkDoneAll(ctx context.Context, reqs []dedupe.Ref, ttl time.Duration) []error
+}
+
+// doneMarkerOf is store's own batch call, or one MarkDone after another
+// for a store that has none.
+func doneMarkerOf(store dedupe.Store) doneMarker {
+	if bs, ok := store.(dedupe.BatchStore); ok {
+		return bs
+	}
+	return oneByOne{store}
+}
+
+type oneByOne struct{ dedupe.Store }
+
+func (o oneByOne) MarkDoneAll(ctx context.Context, reqs []dedupe.Ref, ttl time.Duration) []error {
+	errs := make([]error, len(reqs))
+	for i, r := range reqs {
+		errs[i] = o.MarkDone(ctx, r.Key, r.Owner, ttl)
+	}
+	return errs
+}
+
+func newFinisher(r *runner, store doneMarker) *finisher {
 	return &finisher{r: r, store: store, in: make(chan finishJob, r.route.Prefetch), done: make(chan struct{})}
 }
 

@@ -124,11 +124,8 @@ func (r *runner) processClaimed(hctx context.Context, j *job) decision {
 		if dec = r.commitDone(hctx, d, owner, tx); dec.outcome == OutcomeAck {
 			return dec
 		}
-	} else if dec.outcome == OutcomeAck && r.fin != nil {
-		dec.doneOwner = owner
-		return dec
 	} else if dec.outcome == OutcomeAck {
-		r.markDone(hctx, d.IdempotencyKey, owner)
+		dec.doneOwner = owner
 		return dec
 	}
 	// Release after the copy is stored, so that a redelivery of this

@@ -32,7 +32,7 @@ type runner struct {
 
 	cons     *broker.Consumer
 	wg       sync.WaitGroup
-	fin      *finisher // nil unless dedupe is on with a batching store
+	fin      *finisher // nil unless dedupe is on
 	finWG    sync.WaitGroup
 	inFlight prometheus.Gauge
 	metrics  *queueMetrics
@@ -55,8 +55,8 @@ func newRunner(w *Worker, rt *runtime, r Route, h Handler) *runner {
 	run.inFlight = w.metrics.inFlight.WithLabelValues(r.Queue)
 	run.metrics = w.metrics.forQueue(r.Queue)
 	run.stopping = make(chan struct{})
-	if bs, ok := run.store.(dedupe.BatchStore); ok {
-		run.fin = newFinisher(run, bs)
+	if run.store != nil {
+		run.fin = newFinisher(run, doneMarkerOf(run.store))
 	}
 	return run
 }
