@@ -22,9 +22,7 @@ const maxClaimBatch = 64
 func (r *runner) claimLoop(hctx context.Context, store dedupe.BatchStore, out chan<- *job) {
 	defer close(out)
 	in := r.cons.Deliveries()
-	// At most one handler's worth of claimed messages waits for a free
-	// handler, so none waits longer than one handler run.
-	size := min(maxClaimBatch, r.route.Concurrency)
+	size := claimBatchSize(r.route.Concurrency)
 	batch := make([]*job, 0, size)
 	for bd := range in {
 		batch = append(batch[:0], r.prepare(bd))
@@ -54,6 +52,13 @@ func (r *runner) claimLoop(hctx context.Context, store dedupe.BatchStore, out ch
 		}
 	}
 }
+
+// claimBatchSize is how many deliveries the claimer claims at once: one
+// handler's worth. The claimer hands a batch out through a buffer of the
+// same size and claims the next one meanwhile, so its round trip overlaps
+// the handlers' work; at most two handlers' worth of claimed messages wait
+// for a free handler, so none waits longer than about two handler runs.
+func claimBatchSize(concurrency int) int { return min(maxClaimBatch, concurrency) }
 
 func (r *runner) claimAll(hctx context.Context, store dedupe.BatchStore, batch []*job) {
 	reqs := make([]dedupe.Ref, 0, len(batch))

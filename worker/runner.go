@@ -77,7 +77,7 @@ func (r *runner) start(hctx context.Context) error {
 	bs, batching := r.store.(dedupe.BatchStore)
 	var jobs chan *job
 	if batching {
-		jobs = make(chan *job)
+		jobs = make(chan *job, claimBatchSize(r.route.Concurrency))
 		r.wg.Add(1)
 		go func() { defer r.wg.Done(); r.claimLoop(hctx, bs, jobs) }()
 	}
@@ -92,11 +92,26 @@ func (r *runner) start(hctx context.Context) error {
 	return nil
 }
 
-// loop runs the jobs the claimer hands out.
+// loop runs the jobs the claimer hands out. Once the drain has begun, the
+// jobs still waiting in the hand-out buffer go back to the queue.
 func (r *runner) loop(hctx context.Context, jobs <-chan *job) {
 	defer r.wg.Done()
 	for j := range jobs {
+		if r.draining() {
+			r.giveBack(hctx, []*job{j})
+			continue
+		}
 		r.run(hctx, j)
+	}
+}
+
+// draining reports whether the drain has begun.
+func (r *runner) draining() bool {
+	select {
+	case <-r.stopping:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -149,6 +149,7 @@ const ioReference = 32.0 / 0.002
 func allCases() []caseDef {
 	return []caseDef{
 		{name: "baseline-consume", unit: UnitRate, run: (*env).baselineConsume},
+		{name: "ceiling-consume", unit: UnitRate, baseline: "baseline-consume", run: (*env).ceilingConsume},
 		{name: "warren-consume", unit: UnitRate, baseline: "baseline-consume", target: ">=1.4", run: (*env).warrenConsume},
 		{name: "warren-consume-dedupe", unit: UnitRate, baseline: "baseline-consume", target: ">=1.0", run: (*env).warrenConsumeDedupe},
 		{name: "baseline-publish", unit: UnitRate, run: (*env).baselinePublish},

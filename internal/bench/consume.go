@@ -19,6 +19,7 @@ import (
 const (
 	baselineConsumers = 8
 	baselinePrefetch  = 100
+	ceilingAckEvery   = 50
 	consumeConc       = 8
 	consumePrefetch   = 100
 	ioConc            = 32
@@ -100,8 +101,23 @@ func rate(n int, d time.Duration) float64 {
 // baselineConsume consumes with plain amqp091-go: one channel, prefetch
 // 100, 8 goroutines ranging over the deliveries, one ack per message.
 func (e *env) baselineConsume(ctx context.Context, round int) (Round, error) {
+	return e.plainConsume(ctx, round, "baseline-consume", 1)
+}
+
+// ceilingConsume is the broker's ceiling for a consumer that does no work:
+// one goroutine on one channel, prefetch 100, a multiple-ack every 50
+// deliveries (and for the last one). It is a reference, not a target.
+func (e *env) ceilingConsume(ctx context.Context, round int) (Round, error) {
+	return e.plainConsume(ctx, round, "ceiling-consume", ceilingAckEvery)
+}
+
+// plainConsume consumes a filled queue with plain amqp091-go. With
+// ackEvery 1, baselineConsumers goroutines ack each delivery; above 1, one
+// goroutine acks with multiple=true every ackEvery deliveries. The clock
+// starts before dialing, as warren's starts before its Run connects.
+func (e *env) plainConsume(ctx context.Context, round int, kind string, ackEvery int) (Round, error) {
 	n := e.opts.Messages
-	q := e.name("baseline-consume", round)
+	q := e.name(kind, round)
 	if err := e.declarePlain(q); err != nil {
 		return Round{}, err
 	}
@@ -109,7 +125,8 @@ func (e *env) baselineConsume(ctx context.Context, round int) (Round, error) {
 	if err := e.fill(ctx, q, n, BodySize); err != nil {
 		return Round{}, err
 	}
-	conn, err := dial(e.opts.AMQPURL, "warren-bench-baseline-consume")
+	start, cpu := time.Now(), startCPU()
+	conn, err := dial(e.opts.AMQPURL, "warren-bench-"+kind)
 	if err != nil {
 		return Round{}, err
 	}
@@ -124,22 +141,38 @@ func (e *env) baselineConsume(ctx context.Context, round int) (Round, error) {
 	}
 	cnt := newCounter(n)
 	var ackErrs atomic.Int64
-	const tag = "warren-bench-baseline"
-
-	start := time.Now()
+	tag := "warren-bench-" + kind
 	deliveries, err := ch.Consume(q, tag, false, false, false, false, nil)
 	if err != nil {
 		return Round{}, fmt.Errorf("consuming: %w", err)
 	}
 	var wg sync.WaitGroup
-	for range baselineConsumers {
+	if ackEvery == 1 {
+		for range baselineConsumers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for d := range deliveries {
+					cnt.enter()
+					if err := d.Ack(false); err != nil {
+						ackErrs.Add(1)
+					}
+					cnt.hit()
+				}
+			}()
+		}
+	} else {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			seen := 0
 			for d := range deliveries {
 				cnt.enter()
-				if err := d.Ack(false); err != nil {
-					ackErrs.Add(1)
+				seen++
+				if seen%ackEvery == 0 || seen == n {
+					if err := d.Ack(true); err != nil {
+						ackErrs.Add(1)
+					}
 				}
 				cnt.hit()
 			}
@@ -148,7 +181,7 @@ func (e *env) baselineConsume(ctx context.Context, round int) (Round, error) {
 	err = waitFor(ctx, cnt.done, nil, roundTimeout(n), func() string {
 		return fmt.Sprintf("%d of %d acked", cnt.calls.Load(), n)
 	})
-	elapsed := time.Since(start)
+	elapsed, cpuUsed := time.Since(start), cpu.perMessage(n)
 	_ = ch.Cancel(tag, false)
 	_ = ch.Close()
 	wg.Wait()
@@ -156,8 +189,8 @@ func (e *env) baselineConsume(ctx context.Context, round int) (Round, error) {
 		return Round{}, err
 	}
 	r := Round{Value: rate(n, elapsed), Expected: n, Processed: int(cnt.calls.Load()), Elapsed: elapsed,
-		Detail: fmt.Sprintf("%d msgs in %s; first delivery after %s", n, elapsed.Round(time.Millisecond),
-			cnt.firstAfter(start).Round(100*time.Microsecond))}
+		Detail: joinNonEmpty(fmt.Sprintf("%d msgs in %s; first delivery after %s (includes connecting)", n, elapsed.Round(time.Millisecond),
+			cnt.firstAfter(start).Round(100*time.Microsecond)), cpuUsed)}
 	if k := ackErrs.Load(); k > 0 {
 		return r, fmt.Errorf("%d ack(s) failed", k)
 	}
@@ -373,18 +406,19 @@ func (e *env) warrenRate(ctx context.Context, round int, s rateSpec) (Round, err
 	if err != nil {
 		return Round{}, err
 	}
+	cpu := startCPU()
 	wr.start(ctx)
 	err = waitFor(ctx, cnt.done, wr.runErr, roundTimeout(n), func() string {
 		return fmt.Sprintf("the handler finished %d of %d", cnt.calls.Load(), n)
 	})
-	elapsed := time.Since(wr.started)
+	elapsed, cpuUsed := time.Since(wr.started), cpu.perMessage(n)
 	stopTook, stopErr := wr.stop()
 	if err != nil {
 		return Round{}, err
 	}
 	r := Round{Value: rate(n, elapsed), Expected: n, Processed: int(cnt.calls.Load()), Elapsed: elapsed,
-		Detail: fmt.Sprintf("%d msgs in %s; first handler call after %s (includes connecting); stop took %s",
-			n, elapsed.Round(time.Millisecond), cnt.firstAfter(wr.started).Round(100*time.Microsecond), stopTook.Round(time.Millisecond))}
+		Detail: joinNonEmpty(fmt.Sprintf("%d msgs in %s; first handler call after %s (includes connecting); stop took %s",
+			n, elapsed.Round(time.Millisecond), cnt.firstAfter(wr.started).Round(100*time.Microsecond), stopTook.Round(time.Millisecond)), cpuUsed)}
 	if stopErr != nil {
 		return r, stopErr
 	}

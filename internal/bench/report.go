@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // summarize fills a result's median, min, max and ratio. baselines holds
@@ -169,4 +171,28 @@ func joinNonEmpty(parts ...string) string {
 		}
 	}
 	return strings.Join(keep, "; ")
+}
+
+// cpuClock reads the CPU time this process has used (user and system), so
+// that a round can say what each message cost the client side.
+type cpuClock struct{ start time.Duration }
+
+func startCPU() cpuClock { return cpuClock{start: processCPU()} }
+
+// perMessage is the CPU time used since the clock started, per message,
+// as text ("" when the platform does not tell).
+func (c cpuClock) perMessage(n int) string {
+	used := processCPU() - c.start
+	if used <= 0 || n <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("client CPU %.1fµs/msg", float64(used.Microseconds())/float64(n))
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
