@@ -25,7 +25,7 @@ const (
 
 // ackDelay bounds how long a finished delivery's ack may wait to be
 // coalesced with others before it is sent.
-const ackDelay = time.Millisecond
+const ackDelay = 5 * time.Millisecond
 
 // ackWire is the part of a channel the settler writes to.
 type ackWire interface {

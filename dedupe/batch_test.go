@@ -119,6 +119,13 @@ func TestMarkDoneAll(t *testing.T) {
 					t.Errorf("request %d: %v", i, err)
 				}
 			}
+			// Sent again, as after a lost reply: done keys count as
+			// success, the foreign owner is still refused.
+			for i, err := range s.MarkDoneAll(ctx, reqs[:300], time.Minute) {
+				if (i == 7) != errors.Is(err, dedupe.ErrNotOwner) || (i != 7 && err != nil) {
+					t.Errorf("second MarkDoneAll, request %d: %v", i, err)
+				}
+			}
 			for i := 0; i < 300; i++ {
 				st, _ := s.Claim(ctx, reqs[i].Key, "p", time.Minute)
 				if want := dedupe.Done; i != 7 && st != want {
@@ -126,5 +133,40 @@ func TestMarkDoneAll(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestMarkDoneAllAfterScriptFlush: a server that lost its script cache
+// (a restart, SCRIPT FLUSH) still takes batched done marks.
+func TestMarkDoneAllAfterScriptFlush(t *testing.T) {
+	rdb := testenv.RedisClient(t)
+	prefix := testenv.Name(t)
+	t.Cleanup(func() { testenv.DeleteRedisPrefix(t, rdb, prefix) })
+	s, err := dedupe.NewRedis(rdb, dedupe.RedisConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var reqs []dedupe.Ref
+	for i := 0; i < 10; i++ {
+		reqs = append(reqs, dedupe.Ref{Key: dedupe.Key(prefix, "q", fmt.Sprint(i)), Owner: "o"})
+	}
+	for i, r := range s.ClaimAll(ctx, reqs, time.Minute) {
+		if r.Err != nil || r.Status != dedupe.Claimed {
+			t.Fatalf("ClaimAll %d: %v %v", i, r.Status, r.Err)
+		}
+	}
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i, err := range s.MarkDoneAll(ctx, reqs, time.Minute) {
+		if err != nil {
+			t.Errorf("MarkDoneAll %d after SCRIPT FLUSH: %v", i, err)
+		}
+	}
+	for i, r := range reqs {
+		if st, err := s.Claim(ctx, r.Key, "p", time.Minute); err != nil || st != dedupe.Done {
+			t.Errorf("key %d is %v (%v), want done", i, st, err)
+		}
 	}
 }

@@ -237,14 +237,68 @@ func (s *RedisStore) setNX(ctx context.Context, reqs []Ref, idx []int, lease tim
 	return taken, nil
 }
 
-// MarkDoneAll implements BatchStore: one pipeline for every request.
+// MarkDoneAll implements BatchStore. On a single server (or Sentinel),
+// each maxBatch of requests is one script call; on Cluster, where keys
+// live on different nodes, one script call per key, in pipelines.
 func (s *RedisStore) MarkDoneAll(ctx context.Context, reqs []Ref, ttl time.Duration) []error {
 	errs := make([]error, len(reqs))
+	if _, single := s.client.(*redis.Client); single {
+		s.markDoneOneCall(ctx, reqs, ttl, errs)
+		return errs
+	}
 	calls, idx := s.batchCalls(ctx, opMarkDone, markDoneScript, reqs, "ttl", ttl, func(i int, err error) { errs[i] = err })
 	for j, c := range calls {
 		errs[idx[j]] = s.owned(opMarkDone, c.key, c.n, c.err)
 	}
 	return errs
+}
+
+// markDoneOneCall stores the done marks of reqs with markDoneAllScript,
+// maxBatch keys a call, and writes each request's result to errs.
+func (s *RedisStore) markDoneOneCall(ctx context.Context, reqs []Ref, ttl time.Duration, errs []error) {
+	var good []int
+	for i, r := range reqs {
+		if errs[i] = checkArgsDuration(opMarkDone, r.Key, r.Owner, "ttl", ttl); errs[i] == nil {
+			good = append(good, i)
+		}
+	}
+	for start := 0; start < len(good); start += maxBatch {
+		part := good[start:min(start+maxBatch, len(good))]
+		keys := make([]string, len(part))
+		args := make([]any, 1, len(part)+1)
+		args[0] = millis(ttl)
+		for k, i := range part {
+			keys[k] = reqs[i].Key
+			args = append(args, reqs[i].Owner)
+		}
+		replies, err := s.runAll(ctx, keys, args)
+		for k, i := range part {
+			switch {
+			case err != nil:
+				errs[i] = opError(opMarkDone, reqs[i].Key, err)
+			default:
+				errs[i] = s.owned(opMarkDone, reqs[i].Key, replies[k], nil)
+			}
+		}
+	}
+}
+
+// runAll runs markDoneAllScript with the op timeout and checks that it
+// replied one integer per key.
+func (s *RedisStore) runAll(ctx context.Context, keys []string, args []any) ([]int64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	replies, err := markDoneAllScript.Run(ctx, s.client, keys, args...).Int64Slice()
+	if err != nil {
+		return nil, err
+	}
+	if len(replies) != len(keys) {
+		return nil, fmt.Errorf("unexpected script reply: %d values for %d keys", len(replies), len(keys))
+	}
+	return replies, nil
 }
 
 // batchCalls checks every request (reporting bad ones through fail), runs

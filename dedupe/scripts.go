@@ -72,3 +72,24 @@ end
 redis.call('DEL', KEYS[1])
 return 1
 `)
+
+// markDoneAllScript marks many keys done in one call, each as
+// markDoneScript does: KEYS the keys, ARGV[1] the ttl in ms, ARGV[i+1] the
+// owner of KEYS[i]. It replies one markDoneScript reply per key. One
+// script call costs Redis far less than one per key, but every key must
+// live on the same server: it is used only with a single-node client.
+var markDoneAllScript = redis.NewScript(`
+local out = {}
+for i, k in ipairs(KEYS) do
+  local v = redis.call('GET', k)
+  if v == 'd' then
+    out[i] = 1
+  elseif v ~= 'p:' .. ARGV[i + 1] then
+    out[i] = 0
+  else
+    redis.call('SET', k, 'd', 'PX', ARGV[1])
+    out[i] = 1
+  end
+end
+return out
+`)

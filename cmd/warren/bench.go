@@ -30,9 +30,17 @@ func benchCmd(ctx context.Context, args []string, out io.Writer) error {
 	amqpURL := fs.String("amqp-url", "", "broker URL (default $WARREN_AMQP_URL, else "+worker.DefaultAMQPURL+")")
 	redisURL := fs.String("redis-url", "", "Redis URL for the dedupe case (default $WARREN_REDIS_URL, else "+worker.DefaultRedisURL+")")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (see go tool pprof)")
+	memProfile := fs.String("memprofile", "", "write an allocation profile of the whole run to this file (see go tool pprof -sample_index=alloc_space)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
+	}
+	if *memProfile != "" {
+		defer func() {
+			if err := writeHeapProfile(*memProfile); err != nil {
+				fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			}
+		}()
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -101,4 +109,18 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// writeHeapProfile writes the allocation profile (every allocation since
+// the start, sampled) to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("writing the memory profile: %w", err)
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("writing the memory profile: %w", err)
+	}
+	return f.Close()
 }
