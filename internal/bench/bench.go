@@ -155,6 +155,8 @@ func allCases() []caseDef {
 		{name: "baseline-publish", unit: UnitRate, run: (*env).baselinePublish},
 		{name: "warren-publish", unit: UnitRate, baseline: "baseline-publish", target: ">=0.9", run: (*env).warrenPublish},
 		{name: "warren-publish-batch", unit: UnitRate, baseline: "baseline-publish", target: ">=0.9", run: (*env).warrenPublishBatch},
+		{name: "ceiling-io", unit: UnitRate, reference: ioReference, run: (*env).ceilingIO},
+		{name: "baseline-io", unit: UnitRate, reference: ioReference, run: (*env).baselineIO},
 		{name: "io-bound", unit: UnitRate, reference: ioReference, target: ">=0.85", run: (*env).ioBound},
 		{name: "memory-inflight", unit: UnitRatio, selfRatio: true, target: "<3", run: (*env).memoryInFlight},
 		{name: "idle-rss", unit: UnitMiB, target: "<30", run: (*env).idleRSS},

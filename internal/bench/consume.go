@@ -23,7 +23,7 @@ const (
 	consumeConc       = 8
 	consumePrefetch   = 100
 	ioConc            = 32
-	ioPrefetch        = 64
+	ioPrefetch        = 512
 	ioWork            = 2 * time.Millisecond
 	// stuckAfter is how long a worker may take to return from Run after
 	// its context ended before the round fails as a stuck shutdown. The
@@ -98,26 +98,77 @@ func rate(n int, d time.Duration) float64 {
 	return float64(n) / d.Seconds()
 }
 
+// plainSpec describes a plain amqp091-go consume round.
+type plainSpec struct {
+	kind       string
+	goroutines int // ranging over the deliveries
+	prefetch   int
+	// ackEvery 1 acks each delivery; above 1 (with one goroutine), a
+	// multiple-ack goes out every ackEvery deliveries and for the last.
+	ackEvery int
+	work     func() // run per delivery before its ack, or nil
+}
+
 // baselineConsume consumes with plain amqp091-go: one channel, prefetch
 // 100, 8 goroutines ranging over the deliveries, one ack per message.
 func (e *env) baselineConsume(ctx context.Context, round int) (Round, error) {
-	return e.plainConsume(ctx, round, "baseline-consume", 1)
+	return e.plainConsume(ctx, round, plainSpec{kind: "baseline-consume", goroutines: baselineConsumers, prefetch: baselinePrefetch, ackEvery: 1})
 }
 
 // ceilingConsume is the broker's ceiling for a consumer that does no work:
 // one goroutine on one channel, prefetch 100, a multiple-ack every 50
 // deliveries (and for the last one). It is a reference, not a target.
 func (e *env) ceilingConsume(ctx context.Context, round int) (Round, error) {
-	return e.plainConsume(ctx, round, "ceiling-consume", ceilingAckEvery)
+	return e.plainConsume(ctx, round, plainSpec{kind: "ceiling-consume", goroutines: 1, prefetch: baselinePrefetch, ackEvery: ceilingAckEvery})
 }
 
-// plainConsume consumes a filled queue with plain amqp091-go. With
-// ackEvery 1, baselineConsumers goroutines ack each delivery; above 1, one
-// goroutine acks with multiple=true every ackEvery deliveries. The clock
-// starts before dialing, as warren's starts before its Run connects.
-func (e *env) plainConsume(ctx context.Context, round int, kind string, ackEvery int) (Round, error) {
+// baselineIO is io-bound done with plain amqp091-go: 32 goroutines on one
+// channel with io-bound's prefetch, each waiting 2 ms per delivery and then
+// acking it.
+func (e *env) baselineIO(ctx context.Context, round int) (Round, error) {
+	r, err := e.plainConsume(ctx, round, plainSpec{kind: "baseline-io", goroutines: ioConc, prefetch: ioPrefetch, ackEvery: 1,
+		work: func() { time.Sleep(ioWork) }})
+	if err == nil {
+		r.Detail = joinNonEmpty(r.Detail, fmt.Sprintf("%.2f of %.0f msg/s", r.Value/ioReference, ioReference))
+	}
+	return r, err
+}
+
+// ceilingIO is io-bound without a broker: 32 goroutines that each sleep
+// 2 ms until they have slept once per message. It shows how close this
+// machine's timers come to the theoretical rate; a reference, not a target.
+func (e *env) ceilingIO(ctx context.Context, _ int) (Round, error) {
 	n := e.opts.Messages
-	q := e.name(kind, round)
+	var left atomic.Int64
+	left.Store(int64(n))
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range ioConc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for left.Add(-1) >= 0 && ctx.Err() == nil {
+				time.Sleep(ioWork)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err := ctx.Err(); err != nil {
+		return Round{}, err
+	}
+	r := Round{Value: rate(n, elapsed), Expected: n, Processed: n, Elapsed: elapsed}
+	r.Detail = fmt.Sprintf("%d sleeps of %s in %s, %s each on average; %.2f of %.0f msg/s", n, ioWork, elapsed.Round(time.Millisecond),
+		(elapsed * ioConc / time.Duration(n)).Round(time.Microsecond), r.Value/ioReference, ioReference)
+	return r, nil
+}
+
+// plainConsume consumes a filled queue with plain amqp091-go as s says.
+// The clock starts before dialing, as warren's starts before its Run
+// connects.
+func (e *env) plainConsume(ctx context.Context, round int, s plainSpec) (Round, error) {
+	n := e.opts.Messages
+	q := e.name(s.kind, round)
 	if err := e.declarePlain(q); err != nil {
 		return Round{}, err
 	}
@@ -126,7 +177,7 @@ func (e *env) plainConsume(ctx context.Context, round int, kind string, ackEvery
 		return Round{}, err
 	}
 	start, cpu := time.Now(), startCPU()
-	conn, err := dial(e.opts.AMQPURL, "warren-bench-"+kind)
+	conn, err := dial(e.opts.AMQPURL, "warren-bench-"+s.kind)
 	if err != nil {
 		return Round{}, err
 	}
@@ -136,43 +187,37 @@ func (e *env) plainConsume(ctx context.Context, round int, kind string, ackEvery
 		return Round{}, fmt.Errorf("opening a channel: %w", err)
 	}
 	defer ch.Close()
-	if err := ch.Qos(baselinePrefetch, 0, false); err != nil {
+	if err := ch.Qos(s.prefetch, 0, false); err != nil {
 		return Round{}, fmt.Errorf("setting prefetch: %w", err)
 	}
 	cnt := newCounter(n)
 	var ackErrs atomic.Int64
-	tag := "warren-bench-" + kind
+	tag := "warren-bench-" + s.kind
 	deliveries, err := ch.Consume(q, tag, false, false, false, false, nil)
 	if err != nil {
 		return Round{}, fmt.Errorf("consuming: %w", err)
 	}
 	var wg sync.WaitGroup
-	if ackEvery == 1 {
-		for range baselineConsumers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for d := range deliveries {
-					cnt.enter()
-					if err := d.Ack(false); err != nil {
-						ackErrs.Add(1)
-					}
-					cnt.hit()
-				}
-			}()
-		}
-	} else {
+	var seen atomic.Int64
+	for range s.goroutines {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			seen := 0
 			for d := range deliveries {
 				cnt.enter()
-				seen++
-				if seen%ackEvery == 0 || seen == n {
-					if err := d.Ack(true); err != nil {
-						ackErrs.Add(1)
-					}
+				if s.work != nil {
+					s.work()
+				}
+				k := seen.Add(1)
+				var err error
+				switch {
+				case s.ackEvery == 1:
+					err = d.Ack(false)
+				case k%int64(s.ackEvery) == 0 || k == int64(n):
+					err = d.Ack(true)
+				}
+				if err != nil {
+					ackErrs.Add(1)
 				}
 				cnt.hit()
 			}
