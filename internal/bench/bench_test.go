@@ -66,11 +66,14 @@ func TestSmoke(t *testing.T) {
 	}
 	want := map[string]int{
 		"baseline-consume":      messages,
+		"ceiling-consume":       messages,
 		"warren-consume":        messages,
 		"warren-consume-dedupe": messages,
 		"baseline-publish":      messages,
 		"warren-publish":        messages,
 		"warren-publish-batch":  messages,
+		"ceiling-io":            messages,
+		"baseline-io":           messages,
 		"io-bound":              messages,
 		"memory-inflight":       inFlight,
 		"idle-rss":              0,

@@ -139,7 +139,7 @@ func (e *env) baselineIO(ctx context.Context, round int) (Round, error) {
 // machine's timers come to the theoretical rate; a reference, not a target.
 func (e *env) ceilingIO(ctx context.Context, _ int) (Round, error) {
 	n := e.opts.Messages
-	var left atomic.Int64
+	var left, slept atomic.Int64
 	left.Store(int64(n))
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -149,6 +149,7 @@ func (e *env) ceilingIO(ctx context.Context, _ int) (Round, error) {
 			defer wg.Done()
 			for left.Add(-1) >= 0 && ctx.Err() == nil {
 				time.Sleep(ioWork)
+				slept.Add(1)
 			}
 		}()
 	}
@@ -157,7 +158,7 @@ func (e *env) ceilingIO(ctx context.Context, _ int) (Round, error) {
 	if err := ctx.Err(); err != nil {
 		return Round{}, err
 	}
-	r := Round{Value: rate(n, elapsed), Expected: n, Processed: n, Elapsed: elapsed}
+	r := Round{Value: rate(n, elapsed), Expected: n, Processed: int(slept.Load()), Elapsed: elapsed}
 	r.Detail = fmt.Sprintf("%d sleeps of %s in %s, %s each on average; %.2f of %.0f msg/s", n, ioWork, elapsed.Round(time.Millisecond),
 		(elapsed * ioConc / time.Duration(n)).Round(time.Microsecond), r.Value/ioReference, ioReference)
 	return r, nil
