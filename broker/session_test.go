@@ -1,8 +1,10 @@
 package broker
 
 import (
+	"errors"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -217,5 +219,104 @@ func TestSettleAfterDeath(t *testing.T) {
 	}
 	if w.acks != 0 {
 		t.Fatal("an ack was sent on a dead channel")
+	}
+}
+
+// TestSettlerAcrossReconnect: handlers settle out of order, with retries
+// (requeues) and rejects mixed in, while the channel dies under them and
+// a new one takes over with delivery tags that start again at 1. Every
+// frame on each wire covers only deliveries of that channel that were
+// finished; after the old channel died, its results are dropped with
+// ErrStale and nothing more is written to it; the new channel settles all
+// of its deliveries.
+func TestSettlerAcrossReconnect(t *testing.T) {
+	for round := 0; round < 10; round++ {
+		const n = 1000
+		oldWire, newWire := newFakeWire(t), newFakeWire(t)
+		oldSess := newSession(nil, oldWire, zaptest.NewLogger(t), 32)
+		closed := make(chan *amqp.Error, 1)
+		oldDone := make(chan struct{})
+		go func() { defer close(oldDone); oldSess.run(closed) }()
+		oldSess.delivered.Store(n)
+		newSess, stopNew := runSession(t, newWire, 64)
+		newSess.delivered.Store(n)
+
+		kindOf := func(tag uint64) settleKind {
+			switch tag % 13 {
+			case 4:
+				return settleRequeue // a retry in the middle of a run
+			case 9:
+				return settleReject
+			}
+			return settleAck
+		}
+		settleAll := func(s *session, w *fakeWire, tags []uint64, stale *atomic.Int64, kill func(i int)) {
+			var wg sync.WaitGroup
+			for g := 0; g < 8; g++ {
+				wg.Add(1)
+				go func(g int) {
+					defer wg.Done()
+					for i := g; i < len(tags); i += 8 {
+						if kill != nil {
+							kill(i)
+						}
+						k := kindOf(tags[i])
+						w.finish(tags[i], k)
+						switch err := s.settle(tags[i], k); {
+						case errors.Is(err, ErrStale) && stale != nil:
+							stale.Add(1)
+						case err != nil:
+							t.Errorf("settle(%d): %v", tags[i], err)
+						}
+					}
+				}(g)
+			}
+			wg.Wait()
+		}
+		shuffled := func() []uint64 {
+			tags := make([]uint64, n)
+			for i := range tags {
+				tags[i] = uint64(i + 1)
+			}
+			rand.Shuffle(n, func(i, j int) { tags[i], tags[j] = tags[j], tags[i] })
+			return tags
+		}
+
+		// The old channel dies once about half its results are in.
+		var once sync.Once
+		var stale atomic.Int64
+		settleAll(oldSess, oldWire, shuffled(), &stale, func(i int) {
+			if i >= n/2 {
+				once.Do(func() {
+					closed <- &amqp.Error{Code: 320, Reason: "connection forced"}
+					<-oldDone
+				})
+			}
+		})
+		if stale.Load() == 0 {
+			t.Fatalf("round %d: no result was dropped after the channel died", round)
+		}
+		oldWire.mu.Lock()
+		sentBefore := len(oldWire.settled)
+		oldWire.mu.Unlock()
+		// Results that come in after the death change nothing on it.
+		for tag := uint64(1); tag <= n; tag++ {
+			if err := oldSess.settle(tag, settleAck); !errors.Is(err, ErrStale) {
+				t.Fatalf("settle on the dead channel = %v, want ErrStale", err)
+			}
+		}
+		oldWire.mu.Lock()
+		if len(oldWire.settled) != sentBefore {
+			t.Fatalf("round %d: %d more deliveries settled on the dead channel", round, len(oldWire.settled)-sentBefore)
+		}
+		oldWire.mu.Unlock()
+
+		settleAll(newSess, newWire, shuffled(), nil, nil)
+		stopNew()
+		for tag := uint64(1); tag <= n; tag++ {
+			if !newWire.settled[tag] {
+				t.Fatalf("round %d: tag %d of the new channel never settled", round, tag)
+			}
+		}
 	}
 }
