@@ -34,7 +34,7 @@ import (
 
 // Defaults for Options.
 const (
-	DefaultRounds     = 3
+	DefaultRounds     = 5
 	DefaultMessages   = 20000
 	DefaultInFlight   = 5000
 	DefaultIdleSettle = 2 * time.Second
