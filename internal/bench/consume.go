@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,6 +64,24 @@ func (c *counter) hit() {
 	}
 }
 
+// elapsed is the time from start until now, or with steady from the
+// first call until now.
+func (c *counter) elapsed(start time.Time, steady bool) time.Duration {
+	took := time.Since(start)
+	if steady {
+		took -= c.firstAfter(start)
+	}
+	return took
+}
+
+// timedFrom says, for a steady round, where its clock started.
+func timedFrom(steady bool, first string) string {
+	if !steady {
+		return ""
+	}
+	return " (timed from the first " + first + ")"
+}
+
 // firstAfter is the time from start to the first call.
 func (c *counter) firstAfter(start time.Time) time.Duration {
 	f := c.first.Load()
@@ -107,6 +126,9 @@ type plainSpec struct {
 	// multiple-ack goes out every ackEvery deliveries and for the last.
 	ackEvery int
 	work     func() // run per delivery before its ack, or nil
+	// steady times the round from the first delivery instead of from
+	// before dialing: the pool's rate, without connecting.
+	steady bool
 }
 
 // baselineConsume consumes with plain amqp091-go: one channel, prefetch
@@ -126,10 +148,11 @@ func (e *env) ceilingConsume(ctx context.Context, round int) (Round, error) {
 // channel with io-bound's prefetch, each waiting 2 ms per delivery and then
 // acking it.
 func (e *env) baselineIO(ctx context.Context, round int) (Round, error) {
-	r, err := e.plainConsume(ctx, round, plainSpec{kind: "baseline-io", goroutines: ioConc, prefetch: ioPrefetch, ackEvery: 1,
-		work: func() { time.Sleep(ioWork) }})
+	waits := newSleepLog(e.opts.Messages)
+	r, err := e.plainConsume(ctx, round, plainSpec{kind: "baseline-io", goroutines: ioConc, prefetch: ioPrefetch, ackEvery: 1, steady: true,
+		work: func() { waits.sleep(ioWork) }})
 	if err == nil {
-		r.Detail = joinNonEmpty(r.Detail, fmt.Sprintf("%.2f of %.0f msg/s", r.Value/ioReference, ioReference))
+		r.Detail = joinNonEmpty(r.Detail, waits.summary(), waits.busy(r.Value, ioConc), fmt.Sprintf("%.2f of %.0f msg/s", r.Value/ioReference, ioReference))
 	}
 	return r, err
 }
@@ -139,8 +162,9 @@ func (e *env) baselineIO(ctx context.Context, round int) (Round, error) {
 // machine's timers come to the theoretical rate; a reference, not a target.
 func (e *env) ceilingIO(ctx context.Context, _ int) (Round, error) {
 	n := e.opts.Messages
-	var left, slept atomic.Int64
+	var left atomic.Int64
 	left.Store(int64(n))
+	waits := newSleepLog(n)
 	var wg sync.WaitGroup
 	start := time.Now()
 	for range ioConc {
@@ -148,8 +172,7 @@ func (e *env) ceilingIO(ctx context.Context, _ int) (Round, error) {
 		go func() {
 			defer wg.Done()
 			for left.Add(-1) >= 0 && ctx.Err() == nil {
-				time.Sleep(ioWork)
-				slept.Add(1)
+				waits.sleep(ioWork)
 			}
 		}()
 	}
@@ -158,9 +181,9 @@ func (e *env) ceilingIO(ctx context.Context, _ int) (Round, error) {
 	if err := ctx.Err(); err != nil {
 		return Round{}, err
 	}
-	r := Round{Value: rate(n, elapsed), Expected: n, Processed: int(slept.Load()), Elapsed: elapsed}
-	r.Detail = fmt.Sprintf("%d sleeps of %s in %s, %s each on average; %.2f of %.0f msg/s", n, ioWork, elapsed.Round(time.Millisecond),
-		(elapsed * ioConc / time.Duration(n)).Round(time.Microsecond), r.Value/ioReference, ioReference)
+	r := Round{Value: rate(n, elapsed), Expected: n, Processed: int(waits.n.Load()), Elapsed: elapsed}
+	r.Detail = joinNonEmpty(fmt.Sprintf("%d sleeps in %s", n, elapsed.Round(time.Millisecond)), waits.summary(),
+		fmt.Sprintf("%.2f of %.0f msg/s", r.Value/ioReference, ioReference))
 	return r, nil
 }
 
@@ -227,7 +250,7 @@ func (e *env) plainConsume(ctx context.Context, round int, s plainSpec) (Round, 
 	err = waitFor(ctx, cnt.done, nil, roundTimeout(n), func() string {
 		return fmt.Sprintf("%d of %d acked", cnt.calls.Load(), n)
 	})
-	elapsed, cpuUsed := time.Since(start), cpu.perMessage(n)
+	elapsed, cpuUsed := cnt.elapsed(start, s.steady), cpu.perMessage(n)
 	_ = ch.Cancel(tag, false)
 	_ = ch.Close()
 	wg.Wait()
@@ -235,8 +258,8 @@ func (e *env) plainConsume(ctx context.Context, round int, s plainSpec) (Round, 
 		return Round{}, err
 	}
 	r := Round{Value: rate(n, elapsed), Expected: n, Processed: int(cnt.calls.Load()), Elapsed: elapsed,
-		Detail: joinNonEmpty(fmt.Sprintf("%d msgs in %s; first delivery after %s (includes connecting)", n, elapsed.Round(time.Millisecond),
-			cnt.firstAfter(start).Round(100*time.Microsecond)), cpuUsed)}
+		Detail: joinNonEmpty(fmt.Sprintf("%d msgs in %s%s; first delivery after %s (includes connecting)", n, elapsed.Round(time.Millisecond),
+			timedFrom(s.steady, "delivery"), cnt.firstAfter(start).Round(100*time.Microsecond)), cpuUsed)}
 	if k := ackErrs.Load(); k > 0 {
 		return r, fmt.Errorf("%d ack(s) failed", k)
 	}
@@ -397,6 +420,7 @@ type rateSpec struct {
 	prefetch    int
 	dedupe      bool
 	work        func(ctx context.Context)
+	steady      bool // time from the first handler call (see plainSpec)
 }
 
 func (e *env) warrenConsume(ctx context.Context, round int) (Round, error) {
@@ -408,12 +432,67 @@ func (e *env) warrenConsumeDedupe(ctx context.Context, round int) (Round, error)
 }
 
 func (e *env) ioBound(ctx context.Context, round int) (Round, error) {
-	r, err := e.warrenRate(ctx, round, rateSpec{kind: "io-bound", concurrency: ioConc, prefetch: ioPrefetch,
-		work: func(context.Context) { time.Sleep(ioWork) }})
+	waits := newSleepLog(e.opts.Messages)
+	r, err := e.warrenRate(ctx, round, rateSpec{kind: "io-bound", concurrency: ioConc, prefetch: ioPrefetch, steady: true,
+		work: func(context.Context) { waits.sleep(ioWork) }})
 	if err == nil {
-		r.Detail = joinNonEmpty(r.Detail, fmt.Sprintf("%.2f of %.0f msg/s", r.Value/ioReference, ioReference))
+		r.Detail = joinNonEmpty(r.Detail, waits.summary(), waits.busy(r.Value, ioConc), fmt.Sprintf("%.2f of %.0f msg/s", r.Value/ioReference, ioReference))
 	}
 	return r, err
+}
+
+// sleepLog records how long each time.Sleep of a round really took: the
+// io-bound rate can only be as good as the runtime's timers.
+type sleepLog struct {
+	took []time.Duration
+	n    atomic.Int64
+}
+
+func newSleepLog(n int) *sleepLog { return &sleepLog{took: make([]time.Duration, n)} }
+
+// sleep sleeps for d and records how long it took.
+func (l *sleepLog) sleep(d time.Duration) {
+	t := time.Now()
+	time.Sleep(d)
+	if i := l.n.Add(1) - 1; i < int64(len(l.took)) {
+		l.took[i] = time.Since(t)
+	}
+}
+
+// mean is the average recorded sleep.
+func (l *sleepLog) mean() time.Duration {
+	took := l.took[:min(int(l.n.Load()), len(l.took))]
+	if len(took) == 0 {
+		return 0
+	}
+	var sum time.Duration
+	for _, d := range took {
+		sum += d
+	}
+	return sum / time.Duration(len(took))
+}
+
+// busy says how much of the pool's time went to the handlers' waits: the
+// rate the waits as they really took allow, against the rate measured.
+func (l *sleepLog) busy(rate float64, handlers int) string {
+	m := l.mean()
+	if m <= 0 {
+		return ""
+	}
+	allowed := float64(handlers) / m.Seconds()
+	return fmt.Sprintf("those waits allow %.0f msg/s: the pool ran at %.1f%% of that", allowed, 100*rate/allowed)
+}
+
+// summary is the mean, median and 90th percentile of the recorded sleeps.
+func (l *sleepLog) summary() string {
+	took := slices.Clone(l.took[:min(int(l.n.Load()), len(l.took))])
+	if len(took) == 0 {
+		return ""
+	}
+	slices.Sort(took)
+	q := func(p float64) time.Duration { return took[int(p*float64(len(took)-1))].Round(time.Microsecond) }
+	return fmt.Sprintf("each %s wait took %s on average (median %s, p90 %s)", ioWork,
+		l.mean().Round(time.Microsecond), q(0.5), q(0.9))
 }
 
 // warrenRate runs a worker with one route on a filled queue and measures
@@ -457,14 +536,15 @@ func (e *env) warrenRate(ctx context.Context, round int, s rateSpec) (Round, err
 	err = waitFor(ctx, cnt.done, wr.runErr, roundTimeout(n), func() string {
 		return fmt.Sprintf("the handler finished %d of %d", cnt.calls.Load(), n)
 	})
-	elapsed, cpuUsed := time.Since(wr.started), cpu.perMessage(n)
+	elapsed, cpuUsed := cnt.elapsed(wr.started, s.steady), cpu.perMessage(n)
 	stopTook, stopErr := wr.stop()
 	if err != nil {
 		return Round{}, err
 	}
 	r := Round{Value: rate(n, elapsed), Expected: n, Processed: int(cnt.calls.Load()), Elapsed: elapsed,
-		Detail: joinNonEmpty(fmt.Sprintf("%d msgs in %s; first handler call after %s (includes connecting); stop took %s",
-			n, elapsed.Round(time.Millisecond), cnt.firstAfter(wr.started).Round(100*time.Microsecond), stopTook.Round(time.Millisecond)), cpuUsed)}
+		Detail: joinNonEmpty(fmt.Sprintf("%d msgs in %s%s; first handler call after %s (includes connecting); stop took %s",
+			n, elapsed.Round(time.Millisecond), timedFrom(s.steady, "handler call"), cnt.firstAfter(wr.started).Round(100*time.Microsecond),
+			stopTook.Round(time.Millisecond)), cpuUsed)}
 	if stopErr != nil {
 		return r, stopErr
 	}
