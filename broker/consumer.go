@@ -26,7 +26,7 @@ type ConsumerConfig struct {
 	// "" means "warren".
 	Tag string
 	// AckBatch is how many finished deliveries wait to share one
-	// multiple-ack (they wait 5ms at most). 0 means half the prefetch.
+	// multiple-ack (they wait 10ms at most). 0 means half the prefetch.
 	// Keep it well below Prefetch minus the deliveries being worked on, or
 	// the broker runs out of window to send ahead.
 	AckBatch int

@@ -24,8 +24,12 @@ const (
 )
 
 // ackDelay bounds how long a finished delivery's ack may wait to be
-// coalesced with others before it is sent.
-const ackDelay = 5 * time.Millisecond
+// coalesced with others before it is sent. A busy channel sends its acks
+// on the batch count long before this; the delay serves slow traffic,
+// where a longer one means fewer wake-ups and ack frames (measured: 2ms
+// cost the I/O-bound bench 5% against 10ms) while the number of finished
+// but unacked messages stays bounded by the batch.
+const ackDelay = 10 * time.Millisecond
 
 // ackWire is the part of a channel the settler writes to.
 type ackWire interface {
