@@ -17,9 +17,11 @@ const maxClaimBatch = 64
 // claimLoop sits between the consumer and the handlers when the dedupe
 // store can batch: it takes the deliveries that are there, claims them
 // all in one round trip, and hands them to the handlers, so that handlers
-// do not wait on Redis before they run. On a drain (stopping closed), the
-// deliveries it holds go back to the queue and their claims are released.
-func (r *runner) claimLoop(hctx context.Context, store dedupe.BatchStore, out chan<- *job) {
+// do not wait on Redis before they run. Once the drain begins (stopping
+// closed), it claims nothing more: the deliveries it holds, the jobs
+// waiting in the hand-out buffer and what the consumer still hands out go
+// back to the queue at once, their claims released.
+func (r *runner) claimLoop(hctx context.Context, store dedupe.BatchStore, out chan *job) {
 	defer close(out)
 	in := r.cons.Deliveries()
 	size := claimBatchSize(r.route.Concurrency)
@@ -38,18 +40,41 @@ func (r *runner) claimLoop(hctx context.Context, store dedupe.BatchStore, out ch
 				break more
 			}
 		}
+		if r.draining() {
+			r.drainClaimer(hctx, batch, in, out)
+			return
+		}
 		r.claimAll(hctx, store, batch)
 		for i, j := range batch {
 			select {
 			case out <- j:
 			case <-r.stopping:
-				r.giveBack(hctx, batch[i:])
-				for bd := range in { // what the consumer still hands out goes back
-					_ = bd.Nack(true)
-				}
+				r.drainClaimer(hctx, batch[i:], in, out)
 				return
 			}
 		}
+	}
+	// The consumer stopped: the drain has begun.
+	r.drainClaimer(hctx, nil, in, out)
+}
+
+// drainClaimer gives back the jobs the claimer holds and those waiting in
+// the hand-out buffer (a handler may take some of them at the same time
+// and give them back itself), and requeues what the consumer still hands
+// out until it stops.
+func (r *runner) drainClaimer(hctx context.Context, held []*job, in <-chan *broker.Delivery, out chan *job) {
+	r.giveBack(hctx, held)
+buffered:
+	for {
+		select {
+		case j := <-out:
+			r.giveBack(hctx, []*job{j})
+		default:
+			break buffered
+		}
+	}
+	for bd := range in {
+		_ = bd.Nack(true)
 	}
 }
 
@@ -91,11 +116,14 @@ func (r *runner) giveBack(hctx context.Context, jobs []*job) {
 }
 
 // releaseIfClaimed gives up a claim taken for a job that will not run.
+// It does so even after the drain ran out of time and cancelled hctx, so
+// that the message runs elsewhere at once instead of after the lease; the
+// store bounds the call.
 func (r *runner) releaseIfClaimed(hctx context.Context, j *job) {
 	if !j.claimed || j.cerr != nil || j.status != dedupe.Claimed {
 		return
 	}
-	if err := r.store.Release(hctx, j.d.IdempotencyKey, j.owner); err != nil && !errors.Is(err, dedupe.ErrNotOwner) {
+	if err := r.store.Release(context.WithoutCancel(hctx), j.d.IdempotencyKey, j.owner); err != nil && !errors.Is(err, dedupe.ErrNotOwner) {
 		r.log.Warn("dedupe release failed; the claim expires with its lease", zap.Error(err))
 	}
 }

@@ -680,54 +680,66 @@ func TestDedupeWithAStoreWithoutBatchCalls(t *testing.T) {
 
 // TestDedupeDrainGivesBackClaimedMessages: with dedupe on, the claimer
 // claims ahead of the handlers. On a drain, the messages it claimed that
-// no handler started go back to the queue with their claims released, so
-// that they run at once elsewhere instead of waiting out a lease.
+// no handler started go back to the queue at once with their claims
+// released, so that they run elsewhere instead of waiting out a lease;
+// also when the handlers outlast the shutdown timeout (which cancels the
+// handler context).
 func TestDedupeDrainGivesBackClaimedMessages(t *testing.T) {
 	t.Parallel()
-	cfg, _ := dedupeConfig(t, testenv.RedisURL())
-	cfg.Concurrency = 2
-	cfg.Prefetch = 20
-	rc := sharedRedis(t, cfg.DedupePrefix)
-	started := make(chan struct{}, 100)
-	var finished atomic.Int32
-	f := newFixture(t, cfg, worker.Route{Handler: worker.HandlerFunc(func(ctx context.Context, d *worker.Delivery) error {
-		started <- struct{}{}
-		time.Sleep(300 * time.Millisecond)
-		finished.Add(1)
-		return nil
-	})}).start()
-	const n = 20
-	for i := 0; i < n; i++ {
-		f.publish("", broker.Message{MessageID: fmt.Sprintf("m-%d", i)})
-	}
-	<-started
-	<-started
-	// Let the claimer claim ahead while the first two run.
-	time.Sleep(100 * time.Millisecond)
-	if err := f.stop(); err != nil {
-		t.Fatal(err)
-	}
-	done := int(finished.Load())
-	if done < 2 {
-		t.Fatalf("in-flight handlers did not finish: %d", done)
-	}
-	left := f.admin.WaitCount(f.queue, n-done, 5*time.Second)
-	if left+done != n {
-		t.Fatalf("%d finished + %d in the queue != %d published", done, left, n)
-	}
-	keys, err := testenv.Keys(context.Background(), rc, cfg.DedupePrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vals := map[string]int{}
-	for _, k := range keys {
-		v, err := rc.Get(context.Background(), k).Result()
-		if err != nil {
-			t.Fatalf("get %s: %v", k, err)
-		}
-		vals[v[:1]]++
-	}
-	if vals["d"] != done || len(keys) != done {
-		t.Fatalf("after the drain Redis holds %v (by value kind) in %d keys; want %d done marks and no claims left", vals, len(keys), done)
+	for name, late := range map[string]bool{"in time": false, "after the shutdown timeout": true} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			cfg, _ := dedupeConfig(t, testenv.RedisURL())
+			cfg.Concurrency = 2
+			cfg.Prefetch = 20
+			work := 300 * time.Millisecond
+			if late {
+				cfg.ShutdownTimeout = 200 * time.Millisecond
+				work = 800 * time.Millisecond
+			}
+			rc := sharedRedis(t, cfg.DedupePrefix)
+			started := make(chan struct{}, 100)
+			var finished atomic.Int32
+			f := newFixture(t, cfg, worker.Route{Handler: worker.HandlerFunc(func(ctx context.Context, d *worker.Delivery) error {
+				started <- struct{}{}
+				time.Sleep(work) // ignores ctx, as a handler may
+				finished.Add(1)
+				return nil
+			})}).start()
+			const n = 20
+			for i := 0; i < n; i++ {
+				f.publish("", broker.Message{MessageID: fmt.Sprintf("m-%d", i)})
+			}
+			<-started
+			<-started
+			// Let the claimer claim ahead while the first two run.
+			time.Sleep(100 * time.Millisecond)
+			if err := f.stop(); err != nil {
+				t.Fatal(err)
+			}
+			done := int(finished.Load())
+			if done < 2 {
+				t.Fatalf("in-flight handlers did not finish: %d", done)
+			}
+			left := f.admin.WaitCount(f.queue, n-done, 5*time.Second)
+			if left+done != n {
+				t.Fatalf("%d finished + %d in the queue != %d published", done, left, n)
+			}
+			keys, err := testenv.Keys(context.Background(), rc, cfg.DedupePrefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			vals := map[string]int{}
+			for _, k := range keys {
+				v, err := rc.Get(context.Background(), k).Result()
+				if err != nil {
+					t.Fatalf("get %s: %v", k, err)
+				}
+				vals[v[:1]]++
+			}
+			if vals["d"] != done || len(keys) != done {
+				t.Fatalf("after the drain Redis holds %v (by value kind) in %d keys; want %d done marks and no claims left", vals, len(keys), done)
+			}
+		})
 	}
 }
