@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/warrenmq/warren/dedupe"
 	"github.com/warrenmq/warren/internal/testenv"
@@ -167,6 +170,102 @@ func TestMarkDoneAllAfterScriptFlush(t *testing.T) {
 	for i, r := range reqs {
 		if st, err := s.Claim(ctx, r.Key, "p", time.Minute); err != nil || st != dedupe.Done {
 			t.Errorf("key %d is %v (%v), want done", i, st, err)
+		}
+	}
+}
+
+// TestMarkDoneAllWrongTypeFailsAlone: a key that holds another type than
+// a string fails its own done mark, not the rest of the batch.
+func TestMarkDoneAllWrongTypeFailsAlone(t *testing.T) {
+	t.Parallel()
+	rdb := testenv.RedisClient(t)
+	prefix := testenv.Name(t)
+	t.Cleanup(func() { testenv.DeleteRedisPrefix(t, rdb, prefix) })
+	s, err := dedupe.NewRedis(rdb, dedupe.RedisConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var reqs []dedupe.Ref
+	for i := 0; i < 5; i++ {
+		reqs = append(reqs, dedupe.Ref{Key: dedupe.Key(prefix, "q", fmt.Sprint(i)), Owner: "o"})
+	}
+	for i, r := range s.ClaimAll(ctx, reqs, time.Minute) {
+		if r.Err != nil || r.Status != dedupe.Claimed {
+			t.Fatalf("ClaimAll %d: %v %v", i, r.Status, r.Err)
+		}
+	}
+	if err := rdb.Del(ctx, reqs[2].Key).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.RPush(ctx, reqs[2].Key, "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i, err := range s.MarkDoneAll(ctx, reqs, time.Minute) {
+		switch {
+		case i == 2 && !errors.Is(err, dedupe.ErrForeignValue):
+			t.Errorf("the list key: %v, want ErrForeignValue", err)
+		case i != 2 && err != nil:
+			t.Errorf("request %d: %v", i, err)
+		}
+	}
+	for i, r := range reqs {
+		if i == 2 {
+			continue
+		}
+		if st, err := s.Claim(ctx, r.Key, "p", time.Minute); err != nil || st != dedupe.Done {
+			t.Errorf("key %d is %v (%v), want done", i, st, err)
+		}
+	}
+}
+
+// TestMarkDoneAllThroughOneEndpointOfACluster: a single-node client in
+// front of keys of many slots (here a cluster node that owns every slot,
+// as a proxy in front of a sharded Redis would look) refuses one call on
+// many keys; the done marks go one call per key instead.
+func TestMarkDoneAllThroughOneEndpointOfACluster(t *testing.T) {
+	t.Parallel()
+	srv := testenv.StartRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := context.Background()
+	if err := rdb.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := rdb.ClusterInfo(ctx).Result()
+		if err == nil && strings.Contains(info, "cluster_state:ok") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cluster node is not ready: %v %q", err, info)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s, err := dedupe.NewRedis(rdb, dedupe.RedisConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 2; round++ {
+		var reqs []dedupe.Ref
+		for i := 0; i < 10; i++ {
+			reqs = append(reqs, dedupe.Ref{Key: dedupe.Key("p", "q", fmt.Sprintf("%d-%d", round, i)), Owner: "o"})
+		}
+		for i, r := range s.ClaimAll(ctx, reqs, time.Minute) {
+			if r.Err != nil || r.Status != dedupe.Claimed {
+				t.Fatalf("round %d: ClaimAll %d: %v %v", round, i, r.Status, r.Err)
+			}
+		}
+		for i, err := range s.MarkDoneAll(ctx, reqs, time.Minute) {
+			if err != nil {
+				t.Errorf("round %d: MarkDoneAll %d: %v", round, i, err)
+			}
+		}
+		for i, r := range reqs {
+			if st, err := s.Claim(ctx, r.Key, "x", time.Minute); err != nil || st != dedupe.Done {
+				t.Errorf("round %d: key %d is %v (%v), want done", round, i, st, err)
+			}
 		}
 	}
 }

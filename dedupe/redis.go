@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -32,6 +34,10 @@ type RedisStore struct {
 	client    redis.UniversalClient
 	opTimeout time.Duration
 	batch     *batcher
+	// markDoneOneByOne is set once the server refused a done-mark script
+	// on many keys (CROSSSLOT: a proxy in front of a sharded Redis), so
+	// that done marks go one script call per key from then on.
+	markDoneOneByOne atomic.Bool
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -242,19 +248,27 @@ func (s *RedisStore) setNX(ctx context.Context, reqs []Ref, idx []int, lease tim
 // live on different nodes, one script call per key, in pipelines.
 func (s *RedisStore) MarkDoneAll(ctx context.Context, reqs []Ref, ttl time.Duration) []error {
 	errs := make([]error, len(reqs))
-	if _, single := s.client.(*redis.Client); single {
+	if _, single := s.client.(*redis.Client); single && !s.markDoneOneByOne.Load() {
 		s.markDoneOneCall(ctx, reqs, ttl, errs)
 		return errs
 	}
+	s.markDoneEach(ctx, reqs, ttl, errs)
+	return errs
+}
+
+// markDoneEach stores the done marks of reqs one script call per key, in
+// pipelines, and writes each request's result to errs.
+func (s *RedisStore) markDoneEach(ctx context.Context, reqs []Ref, ttl time.Duration, errs []error) {
 	calls, idx := s.batchCalls(ctx, opMarkDone, markDoneScript, reqs, "ttl", ttl, func(i int, err error) { errs[i] = err })
 	for j, c := range calls {
 		errs[idx[j]] = s.owned(opMarkDone, c.key, c.n, c.err)
 	}
-	return errs
 }
 
 // markDoneOneCall stores the done marks of reqs with markDoneAllScript,
-// maxBatch keys a call, and writes each request's result to errs.
+// maxBatch keys a call, and writes each request's result to errs. A server
+// that refuses keys of several slots in one call (a proxy in front of a
+// sharded Redis) gets one call per key instead, now and from then on.
 func (s *RedisStore) markDoneOneCall(ctx context.Context, reqs []Ref, ttl time.Duration, errs []error) {
 	var good []int
 	for i, r := range reqs {
@@ -272,15 +286,37 @@ func (s *RedisStore) markDoneOneCall(ctx context.Context, reqs []Ref, ttl time.D
 			args = append(args, reqs[i].Owner)
 		}
 		replies, err := s.runAll(ctx, keys, args)
+		if isCrossSlot(err) {
+			s.markDoneOneByOne.Store(true)
+			sub := make([]Ref, len(part))
+			for k, i := range part {
+				sub[k] = reqs[i]
+			}
+			subErrs := make([]error, len(part))
+			s.markDoneEach(ctx, sub, ttl, subErrs)
+			for k, i := range part {
+				errs[i] = subErrs[k]
+			}
+			continue
+		}
 		for k, i := range part {
 			switch {
 			case err != nil:
 				errs[i] = opError(opMarkDone, reqs[i].Key, err)
+			case replies[k] == replyWrongType:
+				errs[i] = opError(opMarkDone, reqs[i].Key, ErrForeignValue)
 			default:
 				errs[i] = s.owned(opMarkDone, reqs[i].Key, replies[k], nil)
 			}
 		}
 	}
+}
+
+// isCrossSlot reports whether the server refused a call because its keys
+// live in different hash slots.
+func isCrossSlot(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "CROSSSLOT")
 }
 
 // runAll runs markDoneAllScript with the op timeout and checks that it

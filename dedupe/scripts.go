@@ -12,11 +12,12 @@ const (
 
 // Replies of the scripts.
 const (
-	replyForeign    = 0 // claim: the key holds a value this package did not write
-	replyNotOwner   = 0 // extend, mark done, release: owner does not hold the claim
-	replyOK         = 1 // claim: claimed; others: the transition happened
-	replyDone       = 2 // claim: the key is done
-	replyInProgress = 3 // claim: another owner holds the claim
+	replyForeign    = 0  // claim: the key holds a value this package did not write
+	replyNotOwner   = 0  // extend, mark done, release: owner does not hold the claim
+	replyOK         = 1  // claim: claimed; others: the transition happened
+	replyDone       = 2  // claim: the key is done
+	replyInProgress = 3  // claim: another owner holds the claim
+	replyWrongType  = -1 // mark done (batched): the key holds another type
 )
 
 // claimScript: KEYS[1] key, ARGV[1] owner, ARGV[2] lease in ms.
@@ -75,14 +76,18 @@ return 1
 
 // markDoneAllScript marks many keys done in one call, each as
 // markDoneScript does: KEYS the keys, ARGV[1] the ttl in ms, ARGV[i+1] the
-// owner of KEYS[i]. It replies one markDoneScript reply per key. One
-// script call costs Redis far less than one per key, but every key must
-// live on the same server: it is used only with a single-node client.
+// owner of KEYS[i]. It replies one markDoneScript reply per key, or
+// replyWrongType for a key that holds another type than a string (so that
+// one such key fails alone, not the whole batch). One script call costs
+// Redis far less than one per key, but every key must live on the same
+// server: it is used only with a single-node client.
 var markDoneAllScript = redis.NewScript(`
 local out = {}
 for i, k in ipairs(KEYS) do
-  local v = redis.call('GET', k)
-  if v == 'd' then
+  local v = redis.pcall('GET', k)
+  if type(v) == 'table' and v.err then
+    out[i] = -1
+  elseif v == 'd' then
     out[i] = 1
   elseif v ~= 'p:' .. ARGV[i + 1] then
     out[i] = 0

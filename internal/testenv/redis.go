@@ -95,6 +95,7 @@ type RedisServer struct {
 	t    testing.TB
 	port int
 	dir  string
+	args []string // extra redis-server arguments
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -102,12 +103,14 @@ type RedisServer struct {
 }
 
 // StartRedis starts a private redis-server and stops it when t ends.
-func StartRedis(t testing.TB) *RedisServer {
+// args are extra redis-server arguments, such as "--cluster-enabled",
+// "yes".
+func StartRedis(t testing.TB, args ...string) *RedisServer {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server is needed for this test: %v", err)
 	}
-	s := &RedisServer{t: t, port: freePort(t), dir: t.TempDir()}
+	s := &RedisServer{t: t, port: freePort(t), dir: t.TempDir(), args: args}
 	t.Cleanup(s.Stop)
 	s.Start()
 	return s
@@ -134,8 +137,8 @@ func (s *RedisServer) Start() {
 		s.t.Fatal("redis-server is already running")
 	}
 	out := &bytes.Buffer{}
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", s.dir)
+	cmd := exec.Command("redis-server", append([]string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", s.dir}, s.args...)...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("starting redis-server: %v", err)
