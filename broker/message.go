@@ -107,6 +107,17 @@ func (d *Delivery) Ack() error {
 	return d.sess.settle(d.tag, settleAck)
 }
 
+// AckNow acknowledges the delivery at once, without waiting to share a
+// multiple-ack with others: for a message whose copy was just published
+// (a retry, a dead letter), so that the original and its copy coexist
+// for as short a time as possible.
+func (d *Delivery) AckNow() error {
+	if d.sess == nil {
+		return errNoSession
+	}
+	return d.sess.settle(d.tag, settleAckNow)
+}
+
 // Nack returns the delivery to its queue (requeue) or dead-letters it
 // through the queue's dead-letter exchange.
 func (d *Delivery) Nack(requeue bool) error {

@@ -18,6 +18,7 @@ type settleKind uint8
 
 const (
 	settleAck settleKind = iota + 1
+	settleAckNow // an ack that goes out at once, not waiting for others
 	settleRequeue
 	settleReject
 	settleSent // internal: already settled on the wire
@@ -101,10 +102,25 @@ func (s *session) settle(tag uint64, kind settleKind) error {
 	if tag <= s.base {
 		return nil
 	}
-	if kind == settleAck {
+	switch kind {
+	case settleAck:
 		s.pending[tag] = settleAck
 		s.unsent++
-	} else {
+	case settleAckNow:
+		s.pending[tag] = settleAck
+		s.unsent++
+		s.flushLocked(false) // the finished prefix goes out, with tag if it is in it
+		if s.pending[tag] == settleAck {
+			// It waits behind an unfinished delivery: alone, then.
+			if err := s.wire.Ack(tag, false); err != nil {
+				s.log.Debug("ack not sent", zap.Error(err))
+			}
+			s.pending[tag] = settleSent
+			s.unsent--
+		}
+		s.afterLocked()
+		return nil
+	default:
 		if err := s.wire.Nack(tag, false, kind == settleRequeue); err != nil {
 			s.log.Debug("nack not sent", zap.Error(err))
 		}

@@ -109,14 +109,16 @@ func TestSettlerOutOfOrder(t *testing.T) {
 				defer wg.Done()
 				for i := g; i < n; i += 8 {
 					tag := tags[i]
-					kind := settleAck
+					kind, finished := settleAck, settleAck
 					switch tag % 17 {
 					case 3:
-						kind = settleRequeue // a retry in the middle of a run
+						kind, finished = settleRequeue, settleRequeue // a retry in the middle of a run
 					case 5:
-						kind = settleReject
+						kind, finished = settleReject, settleReject
+					case 7:
+						kind = settleAckNow // the original of a retry copy
 					}
-					w.finish(tag, kind)
+					w.finish(tag, finished)
 					if err := s.settle(tag, kind); err != nil {
 						t.Errorf("settle: %v", err)
 					}
@@ -318,5 +320,41 @@ func TestSettlerAcrossReconnect(t *testing.T) {
 				t.Fatalf("round %d: tag %d of the new channel never settled", round, tag)
 			}
 		}
+	}
+}
+
+// TestAckNowDoesNotWait: an ack asked for at once goes out before settle
+// returns, alone when an unfinished delivery is before it, and within the
+// multiple-ack of the finished prefix when it extends that prefix.
+func TestAckNowDoesNotWait(t *testing.T) {
+	w := newFakeWire(t)
+	s, stop := runSession(t, w, 64)
+	defer stop()
+	s.delivered.Store(4)
+	settled := func(tag uint64) bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.settled[tag]
+	}
+	w.finish(3, settleAck)
+	if err := s.settle(3, settleAckNow); err != nil {
+		t.Fatal(err)
+	}
+	if !settled(3) || settled(1) || settled(2) {
+		t.Fatalf("after AckNow(3) behind 1 and 2: settled %v", w.settled)
+	}
+	w.finish(1, settleAck)
+	if err := s.settle(1, settleAck); err != nil {
+		t.Fatal(err)
+	}
+	if settled(1) {
+		t.Fatal("a plain ack went out at once; it should wait to be coalesced")
+	}
+	w.finish(2, settleAck)
+	if err := s.settle(2, settleAckNow); err != nil {
+		t.Fatal(err)
+	}
+	if !settled(1) || !settled(2) {
+		t.Fatalf("after AckNow(2) the finished prefix 1..3 should be acked: settled %v", w.settled)
 	}
 }

@@ -28,11 +28,16 @@ func (r *runner) settle(hctx context.Context, bd *broker.Delivery, d *Delivery, 
 	if dec.release != nil {
 		dec.release()
 	}
-	if dec.outcome == OutcomeRequeue {
+	switch dec.outcome {
+	case OutcomeRequeue:
 		dec.stale = errors.Is(bd.Nack(true), broker.ErrStale)
-		return dec
+	case OutcomeRetry, OutcomeDeadLetter:
+		// Its copy is stored: ack at once, so that a lost connection
+		// leaves as few originals as possible to run again beside it.
+		dec.stale = errors.Is(bd.AckNow(), broker.ErrStale)
+	default:
+		dec.stale = errors.Is(bd.Ack(), broker.ErrStale)
 	}
-	dec.stale = errors.Is(bd.Ack(), broker.ErrStale)
 	return dec
 }
 
