@@ -17,8 +17,8 @@ var ErrStale = errors.New("broker: delivery belongs to a closed channel")
 type settleKind uint8
 
 const (
-	settleAck settleKind = iota + 1
-	settleAckNow // an ack that goes out at once, not waiting for others
+	settleAck    settleKind = iota + 1
+	settleAckNow            // an ack that goes out at once, not waiting for others
 	settleRequeue
 	settleReject
 	settleSent // internal: already settled on the wire
