@@ -48,7 +48,7 @@ func BodyKeyID(body []byte) string {
 
 // keyPrefix returns prefix, or its hash if it is unsafe in a key.
 func keyPrefix(prefix string) string {
-	if !isPlain(prefix, "{} ") {
+	if !isPlain(prefix, prefixBytes) {
 		return hashPart(prefix)
 	}
 	return prefix
@@ -57,7 +57,7 @@ func keyPrefix(prefix string) string {
 // keyPart returns a queue or id, or its hash if it is unsafe in a key or
 // looks like a hash.
 func keyPart(s string) string {
-	if strings.HasPrefix(s, hashedPartPrefix) || !isPlain(s, "{}: ") {
+	if strings.HasPrefix(s, hashedPartPrefix) || !isPlain(s, partBytes) {
 		return hashPart(s)
 	}
 	return s
@@ -70,15 +70,30 @@ func hashPart(s string) string {
 }
 
 // isPlain reports whether s is at most MaxKeyPartLen bytes of printable
-// ASCII without any byte of forbidden.
-func isPlain(s, forbidden string) bool {
+// ASCII without any byte that allowed marks as forbidden.
+func isPlain(s string, allowed *[256]bool) bool {
 	if len(s) > MaxKeyPartLen {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] > 0x7e || strings.IndexByte(forbidden, s[i]) >= 0 {
+		if !allowed[s[i]] {
 			return false
 		}
 	}
 	return true
+}
+
+// Bytes a key prefix, and a queue or id, may keep as they are.
+var (
+	prefixBytes = plainBytes("{} ")
+	partBytes   = plainBytes("{}: ")
+)
+
+// plainBytes marks printable ASCII but forbidden as allowed.
+func plainBytes(forbidden string) *[256]bool {
+	var t [256]bool
+	for b := 0x20; b <= 0x7e; b++ {
+		t[b] = strings.IndexByte(forbidden, byte(b)) < 0
+	}
+	return &t
 }

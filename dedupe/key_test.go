@@ -99,3 +99,11 @@ func TestBodyKeyID(t *testing.T) {
 		t.Errorf("body id is not kept as it is: %q", k)
 	}
 }
+
+// BenchmarkKey is the key of every delivery, dedupe or not.
+func BenchmarkKey(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = dedupe.Key("warren", "orders.created", "01JDX4Z6W8C9Q2M3N4P5R6S7T8")
+	}
+}
