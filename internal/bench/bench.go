@@ -1,7 +1,11 @@
 // Package bench measures warren against plain amqp091-go on a live broker
 // (and Redis, for dedupe): consume and publish throughput, an I/O-bound
 // handler against its theoretical rate, the heap per in-flight message and
-// the resident memory of an idle worker. `warren bench` runs it.
+// the resident memory of an idle worker. `warren bench` runs it. Reference
+// cases put the targets in context within the same run: the broker's
+// ceiling for a consumer that does nothing (ceiling-consume), plain
+// amqp091-go doing io-bound's work (baseline-io), and the same 2 ms waits
+// without a broker (ceiling-io).
 //
 // Every case runs in this process (idle-rss in a child process) against
 // fresh, uniquely named classic durable queues, one set per case and
