@@ -142,23 +142,9 @@ func TestMarkDoneAll(t *testing.T) {
 // TestMarkDoneAllAfterScriptFlush: a server that lost its script cache
 // (a restart, SCRIPT FLUSH) still takes batched done marks.
 func TestMarkDoneAllAfterScriptFlush(t *testing.T) {
-	rdb := testenv.RedisClient(t)
-	prefix := testenv.Name(t)
-	t.Cleanup(func() { testenv.DeleteRedisPrefix(t, rdb, prefix) })
-	s, err := dedupe.NewRedis(rdb, dedupe.RedisConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, rdb, prefix := sharedRedisStore(t)
 	ctx := context.Background()
-	var reqs []dedupe.Ref
-	for i := 0; i < 10; i++ {
-		reqs = append(reqs, dedupe.Ref{Key: dedupe.Key(prefix, "q", fmt.Sprint(i)), Owner: "o"})
-	}
-	for i, r := range s.ClaimAll(ctx, reqs, time.Minute) {
-		if r.Err != nil || r.Status != dedupe.Claimed {
-			t.Fatalf("ClaimAll %d: %v %v", i, r.Status, r.Err)
-		}
-	}
+	reqs := claimedRefs(t, s, prefix, 10)
 	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -167,34 +153,16 @@ func TestMarkDoneAllAfterScriptFlush(t *testing.T) {
 			t.Errorf("MarkDoneAll %d after SCRIPT FLUSH: %v", i, err)
 		}
 	}
-	for i, r := range reqs {
-		if st, err := s.Claim(ctx, r.Key, "p", time.Minute); err != nil || st != dedupe.Done {
-			t.Errorf("key %d is %v (%v), want done", i, st, err)
-		}
-	}
+	wantDone(t, s, reqs, -1)
 }
 
 // TestMarkDoneAllWrongTypeFailsAlone: a key that holds another type than
 // a string fails its own done mark, not the rest of the batch.
 func TestMarkDoneAllWrongTypeFailsAlone(t *testing.T) {
 	t.Parallel()
-	rdb := testenv.RedisClient(t)
-	prefix := testenv.Name(t)
-	t.Cleanup(func() { testenv.DeleteRedisPrefix(t, rdb, prefix) })
-	s, err := dedupe.NewRedis(rdb, dedupe.RedisConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, rdb, prefix := sharedRedisStore(t)
 	ctx := context.Background()
-	var reqs []dedupe.Ref
-	for i := 0; i < 5; i++ {
-		reqs = append(reqs, dedupe.Ref{Key: dedupe.Key(prefix, "q", fmt.Sprint(i)), Owner: "o"})
-	}
-	for i, r := range s.ClaimAll(ctx, reqs, time.Minute) {
-		if r.Err != nil || r.Status != dedupe.Claimed {
-			t.Fatalf("ClaimAll %d: %v %v", i, r.Status, r.Err)
-		}
-	}
+	reqs := claimedRefs(t, s, prefix, 5)
 	if err := rdb.Del(ctx, reqs[2].Key).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -209,14 +177,7 @@ func TestMarkDoneAllWrongTypeFailsAlone(t *testing.T) {
 			t.Errorf("request %d: %v", i, err)
 		}
 	}
-	for i, r := range reqs {
-		if i == 2 {
-			continue
-		}
-		if st, err := s.Claim(ctx, r.Key, "p", time.Minute); err != nil || st != dedupe.Done {
-			t.Errorf("key %d is %v (%v), want done", i, st, err)
-		}
-	}
+	wantDone(t, s, reqs, 2)
 }
 
 // TestMarkDoneAllThroughOneEndpointOfACluster: a single-node client in
@@ -248,24 +209,54 @@ func TestMarkDoneAllThroughOneEndpointOfACluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	for round := 0; round < 2; round++ {
-		var reqs []dedupe.Ref
-		for i := 0; i < 10; i++ {
-			reqs = append(reqs, dedupe.Ref{Key: dedupe.Key("p", "q", fmt.Sprintf("%d-%d", round, i)), Owner: "o"})
-		}
-		for i, r := range s.ClaimAll(ctx, reqs, time.Minute) {
-			if r.Err != nil || r.Status != dedupe.Claimed {
-				t.Fatalf("round %d: ClaimAll %d: %v %v", round, i, r.Status, r.Err)
-			}
-		}
+		reqs := claimedRefs(t, s, fmt.Sprint("p", round), 10)
 		for i, err := range s.MarkDoneAll(ctx, reqs, time.Minute) {
 			if err != nil {
 				t.Errorf("round %d: MarkDoneAll %d: %v", round, i, err)
 			}
 		}
-		for i, r := range reqs {
-			if st, err := s.Claim(ctx, r.Key, "x", time.Minute); err != nil || st != dedupe.Done {
-				t.Errorf("round %d: key %d is %v (%v), want done", round, i, st, err)
-			}
+		wantDone(t, s, reqs, -1)
+	}
+}
+
+// sharedRedisStore is a RedisStore on the shared test Redis with a key
+// prefix of the test's own, whose keys are deleted when t ends.
+func sharedRedisStore(t *testing.T) (*dedupe.RedisStore, redis.UniversalClient, string) {
+	t.Helper()
+	rdb := testenv.RedisClient(t)
+	prefix := testenv.Name(t)
+	testenv.DeleteRedisPrefix(t, rdb, prefix)
+	s, err := dedupe.NewRedis(rdb, dedupe.RedisConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, rdb, prefix
+}
+
+// claimedRefs claims n fresh keys under prefix for owner "o".
+func claimedRefs(t *testing.T, s dedupe.BatchStore, prefix string, n int) []dedupe.Ref {
+	t.Helper()
+	var refs []dedupe.Ref
+	for i := 0; i < n; i++ {
+		refs = append(refs, dedupe.Ref{Key: dedupe.Key(prefix, "q", fmt.Sprint(i)), Owner: "o"})
+	}
+	for i, r := range s.ClaimAll(context.Background(), refs, time.Minute) {
+		if r.Err != nil || r.Status != dedupe.Claimed {
+			t.Fatalf("ClaimAll %d: %v %v", i, r.Status, r.Err)
+		}
+	}
+	return refs
+}
+
+// wantDone fails t unless every key of refs but the one at skip is done.
+func wantDone(t *testing.T, s dedupe.Store, refs []dedupe.Ref, skip int) {
+	t.Helper()
+	for i, r := range refs {
+		if i == skip {
+			continue
+		}
+		if st, err := s.Claim(context.Background(), r.Key, "p", time.Minute); err != nil || st != dedupe.Done {
+			t.Errorf("key %d is %v (%v), want done", i, st, err)
 		}
 	}
 }

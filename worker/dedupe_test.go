@@ -714,17 +714,7 @@ func TestDedupeDrainGivesBackClaimedMessages(t *testing.T) {
 			<-started
 			// Let the claimer claim ahead while the first two run.
 			time.Sleep(100 * time.Millisecond)
-			if err := f.stop(); err != nil {
-				t.Fatal(err)
-			}
-			done := int(finished.Load())
-			if done < 2 {
-				t.Fatalf("in-flight handlers did not finish: %d", done)
-			}
-			left := f.admin.WaitCount(f.queue, n-done, 5*time.Second)
-			if left+done != n {
-				t.Fatalf("%d finished + %d in the queue != %d published", done, left, n)
-			}
+			done := f.stopDrained(n, &finished, 2)
 			keys, err := testenv.Keys(context.Background(), rc, cfg.DedupePrefix)
 			if err != nil {
 				t.Fatal(err)

@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -113,6 +114,26 @@ func (f *fixture) publish(queueSuffix string, m broker.Message) {
 	if err := f.w.Publish(ctx, "", f.queue+queueSuffix, m); err != nil {
 		f.t.Fatalf("publish: %v", err)
 	}
+}
+
+// stopDrained stops the worker after n messages were published and checks
+// the drain: at least inFlight handler runs finished (those under way when
+// it began), and every message that did not finish is back in the queue.
+// It returns how many finished.
+func (f *fixture) stopDrained(n int, finished *atomic.Int32, inFlight int) int {
+	f.t.Helper()
+	if err := f.stop(); err != nil {
+		f.t.Fatal(err)
+	}
+	done := int(finished.Load())
+	if done < inFlight {
+		f.t.Fatalf("in-flight handlers did not finish: %d", done)
+	}
+	left := f.admin.WaitCount(f.queue, n-done, 5*time.Second)
+	if left+done != n {
+		f.t.Fatalf("%d finished + %d in the queue != %d published", done, left, n)
+	}
+	return done
 }
 
 // recorder records handler calls.

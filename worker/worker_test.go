@@ -134,17 +134,7 @@ func TestDrainFinishesInFlightAndRequeuesTheRest(t *testing.T) {
 	}
 	<-started
 	<-started
-	if err := f.stop(); err != nil {
-		t.Fatal(err)
-	}
-	done := int(finished.Load())
-	if done < 2 {
-		t.Fatalf("in-flight handlers did not finish: %d", done)
-	}
-	left := f.admin.WaitCount(f.queue, n-done, 5*time.Second)
-	if left+done != n {
-		t.Fatalf("%d finished + %d in the queue != %d published", done, left, n)
-	}
+	f.stopDrained(n, &finished, 2)
 }
 
 func TestShutdownTimeoutCancelsHandlers(t *testing.T) {
