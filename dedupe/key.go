@@ -69,8 +69,8 @@ func hashPart(s string) string {
 	return hashedPartPrefix + hex.EncodeToString(sum[:16])
 }
 
-// isPlain reports whether s is at most MaxKeyPartLen bytes of printable
-// ASCII without any byte that allowed marks as forbidden.
+// isPlain reports whether s is at most MaxKeyPartLen bytes long and every
+// byte of it is one that allowed permits.
 func isPlain(s string, allowed *[256]bool) bool {
 	if len(s) > MaxKeyPartLen {
 		return false
@@ -89,7 +89,7 @@ var (
 	partBytes   = plainBytes("{}: ")
 )
 
-// plainBytes marks printable ASCII but forbidden as allowed.
+// plainBytes permits the printable ASCII bytes, less those in forbidden.
 func plainBytes(forbidden string) *[256]bool {
 	var t [256]bool
 	for b := 0x20; b <= 0x7e; b++ {
