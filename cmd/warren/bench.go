@@ -24,6 +24,7 @@ func benchCmd(ctx context.Context, args []string, out io.Writer) error {
 	fs := flags("bench", "[flags]")
 	rounds := fs.Int("rounds", bench.DefaultRounds, "rounds of each case")
 	messages := fs.Int("messages", bench.DefaultMessages, "messages per throughput round")
+	ioWait := fs.String("io-wait", bench.WaitSleep, "how the I/O cases' handlers wait 2 ms: sleep (time.Sleep) or syscall (a blocking nanosleep, exact to the kernel's timers)")
 	cases := fs.String("cases", "", "comma-separated cases to run (default all: "+strings.Join(bench.CaseNames(), ",")+")")
 	// The defaults are resolved after parsing, so that -h never prints a
 	// password from the environment.
@@ -78,6 +79,7 @@ func benchCmd(ctx context.Context, args []string, out io.Writer) error {
 		RedisURL: *redisURL,
 		Rounds:   *rounds,
 		Messages: *messages,
+		IOWait:   *ioWait,
 		Cases:    names,
 		Out:      out,
 		IdleCommand: func(amqpURL, prefix string) (*exec.Cmd, error) {

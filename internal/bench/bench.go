@@ -81,7 +81,18 @@ type Options struct {
 	// IdleSettle is how long the idle child idles after it is ready,
 	// before its RSS is read. 0 means DefaultIdleSettle.
 	IdleSettle time.Duration
+	// IOWait is how the I/O cases' handlers wait their 2 ms: WaitSleep
+	// (time.Sleep, the default; "" means it) or WaitSyscall (a blocking
+	// nanosleep, which does not depend on the runtime's timers, as a
+	// handler blocked in a system call or a C library would wait).
+	IOWait string
 }
+
+// Ways for the I/O cases' handlers to wait.
+const (
+	WaitSleep   = "sleep"
+	WaitSyscall = "syscall"
+)
 
 func (o Options) withDefaults() Options {
 	if o.AMQPURL == "" {
@@ -105,6 +116,9 @@ func (o Options) withDefaults() Options {
 	if o.IdleSettle == 0 {
 		o.IdleSettle = DefaultIdleSettle
 	}
+	if o.IOWait == "" {
+		o.IOWait = WaitSleep
+	}
 	return o
 }
 
@@ -118,6 +132,10 @@ func (o Options) validate() error {
 		return fmt.Errorf("bench: in-flight messages must be between 1 and 10000, got %d", o.InFlight)
 	case o.IdleSettle < 0:
 		return fmt.Errorf("bench: idle settle time must not be negative, got %s", o.IdleSettle)
+	case o.IOWait != WaitSleep && o.IOWait != WaitSyscall:
+		return fmt.Errorf("bench: the I/O wait must be %q or %q, got %q", WaitSleep, WaitSyscall, o.IOWait)
+	case o.IOWait == WaitSyscall && !haveBlockingSleep:
+		return fmt.Errorf("bench: the I/O wait %q needs Linux", WaitSyscall)
 	}
 	_, err := selectCases(o.Cases)
 	return err
@@ -282,8 +300,8 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	out := opts.Out
 	fmt.Fprintf(out, "warren bench: %d round(s); %d persistent %d-byte messages per throughput round; classic durable queues\n",
 		opts.Rounds, opts.Messages, BodySize)
-	fmt.Fprintf(out, "broker %s, redis %s, GOMAXPROCS %d, %s\n", redact.URL(opts.AMQPURL), redact.URL(opts.RedisURL),
-		runtime.GOMAXPROCS(0), runtime.Version())
+	fmt.Fprintf(out, "broker %s, redis %s, GOMAXPROCS %d, %s; I/O cases wait with %s\n", redact.URL(opts.AMQPURL), redact.URL(opts.RedisURL),
+		runtime.GOMAXPROCS(0), runtime.Version(), ioWaitName(opts.IOWait))
 	results := make([]*Result, len(cases))
 	for i, c := range cases {
 		results[i] = &Result{Case: c.name, Unit: c.unit, Target: c.target}
@@ -321,6 +339,13 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		return rep, fmt.Errorf("bench: case(s) failed: %s", strings.Join(failed, ", "))
 	}
 	return rep, nil
+}
+
+func ioWaitName(w string) string {
+	if w == WaitSyscall {
+		return "a blocking nanosleep"
+	}
+	return "time.Sleep"
 }
 
 // uniqueSuffix is 8 random lowercase base32 characters.

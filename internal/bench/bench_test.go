@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -117,5 +118,41 @@ func TestUnknownCase(t *testing.T) {
 	_, err := bench.Run(context.Background(), bench.Options{Cases: []string{"nope"}})
 	if err == nil || !strings.Contains(err.Error(), `unknown case "nope"`) {
 		t.Fatalf("got %v, want an unknown case error", err)
+	}
+}
+
+func TestBadIOWait(t *testing.T) {
+	_, err := bench.Run(context.Background(), bench.Options{IOWait: "spin"})
+	if err == nil || !strings.Contains(err.Error(), `the I/O wait must be "sleep" or "syscall", got "spin"`) {
+		t.Fatalf("got %v, want an I/O wait error", err)
+	}
+}
+
+// TestIOWaitSyscall runs the I/O cases with blocking waits and checks that
+// they handled every message and say how they waited.
+func TestIOWaitSyscall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs bench cases against the broker")
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("blocking waits need Linux")
+	}
+	var out bytes.Buffer
+	rep, err := bench.Run(context.Background(), bench.Options{
+		AMQPURL: testenv.AMQPURL(), RedisURL: testenv.RedisURL(), Rounds: 1, Messages: 300,
+		Cases: []string{"baseline-io", "io-bound"}, IOWait: bench.WaitSyscall, Out: &out,
+	})
+	t.Logf("bench output:\n%s", out.String())
+	if err != nil {
+		t.Fatalf("bench.Run: %v", err)
+	}
+	for _, name := range []string{"baseline-io", "io-bound"} {
+		res := rep.Result(name)
+		if res == nil || len(res.Rounds) != 1 || res.Rounds[0].Processed != 300 {
+			t.Fatalf("%s: %+v", name, res)
+		}
+	}
+	if !strings.Contains(out.String(), "I/O cases wait with a blocking nanosleep") {
+		t.Error("the report does not say how the I/O cases waited")
 	}
 }

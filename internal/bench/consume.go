@@ -148,7 +148,7 @@ func (e *env) ceilingConsume(ctx context.Context, round int) (Round, error) {
 // channel with io-bound's prefetch, each waiting 2 ms per delivery and then
 // acking it.
 func (e *env) baselineIO(ctx context.Context, round int) (Round, error) {
-	waits := newSleepLog(e.opts.Messages)
+	waits := e.newSleepLog(e.opts.Messages)
 	r, err := e.plainConsume(ctx, round, plainSpec{kind: "baseline-io", goroutines: ioConc, prefetch: ioPrefetch, ackEvery: 1, steady: true,
 		work: func() { waits.sleep(ioWork) }})
 	if err == nil {
@@ -164,7 +164,7 @@ func (e *env) ceilingIO(ctx context.Context, _ int) (Round, error) {
 	n := e.opts.Messages
 	var left atomic.Int64
 	left.Store(int64(n))
-	waits := newSleepLog(n)
+	waits := e.newSleepLog(n)
 	var wg sync.WaitGroup
 	start := time.Now()
 	for range ioConc {
@@ -432,7 +432,7 @@ func (e *env) warrenConsumeDedupe(ctx context.Context, round int) (Round, error)
 }
 
 func (e *env) ioBound(ctx context.Context, round int) (Round, error) {
-	waits := newSleepLog(e.opts.Messages)
+	waits := e.newSleepLog(e.opts.Messages)
 	r, err := e.warrenRate(ctx, round, rateSpec{kind: "io-bound", concurrency: ioConc, prefetch: ioPrefetch, steady: true,
 		work: func(context.Context) { waits.sleep(ioWork) }})
 	if err == nil {
@@ -444,16 +444,23 @@ func (e *env) ioBound(ctx context.Context, round int) (Round, error) {
 // sleepLog records how long each time.Sleep of a round really took: the
 // io-bound rate can only be as good as the runtime's timers.
 type sleepLog struct {
-	took []time.Duration
-	n    atomic.Int64
+	took    []time.Duration
+	n       atomic.Int64
+	syscall bool // wait in a blocking nanosleep instead of time.Sleep
 }
 
-func newSleepLog(n int) *sleepLog { return &sleepLog{took: make([]time.Duration, n)} }
+func (e *env) newSleepLog(n int) *sleepLog {
+	return &sleepLog{took: make([]time.Duration, n), syscall: e.opts.IOWait == WaitSyscall}
+}
 
-// sleep sleeps for d and records how long it took.
+// sleep waits for d and records how long it took.
 func (l *sleepLog) sleep(d time.Duration) {
 	t := time.Now()
-	time.Sleep(d)
+	if l.syscall {
+		blockingSleep(d)
+	} else {
+		time.Sleep(d)
+	}
 	if i := l.n.Add(1) - 1; i < int64(len(l.took)) {
 		l.took[i] = time.Since(t)
 	}

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -187,12 +186,4 @@ func (c cpuClock) perMessage(n int) string {
 		return ""
 	}
 	return fmt.Sprintf("client CPU %.1fµs/msg", float64(used.Microseconds())/float64(n))
-}
-
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
