@@ -441,8 +441,8 @@ func (e *env) ioBound(ctx context.Context, round int) (Round, error) {
 	return r, err
 }
 
-// sleepLog records how long each time.Sleep of a round really took: the
-// io-bound rate can only be as good as the runtime's timers.
+// sleepLog records how long each 2 ms wait of a round really took: the
+// io-bound rate can only be as good as the timers behind the waits.
 type sleepLog struct {
 	took    []time.Duration
 	n       atomic.Int64
@@ -466,9 +466,12 @@ func (l *sleepLog) sleep(d time.Duration) {
 	}
 }
 
-// mean is the average recorded sleep.
+// recorded is the waits recorded so far.
+func (l *sleepLog) recorded() []time.Duration { return l.took[:min(int(l.n.Load()), len(l.took))] }
+
+// mean is the average recorded wait.
 func (l *sleepLog) mean() time.Duration {
-	took := l.took[:min(int(l.n.Load()), len(l.took))]
+	took := l.recorded()
 	if len(took) == 0 {
 		return 0
 	}
@@ -490,9 +493,9 @@ func (l *sleepLog) busy(rate float64, handlers int) string {
 	return fmt.Sprintf("those waits allow %.0f msg/s: the pool ran at %.1f%% of that", allowed, 100*rate/allowed)
 }
 
-// summary is the mean, median and 90th percentile of the recorded sleeps.
+// summary is the mean, median and 90th percentile of the recorded waits.
 func (l *sleepLog) summary() string {
-	took := slices.Clone(l.took[:min(int(l.n.Load()), len(l.took))])
+	took := slices.Clone(l.recorded())
 	if len(took) == 0 {
 		return ""
 	}
@@ -503,7 +506,8 @@ func (l *sleepLog) summary() string {
 }
 
 // warrenRate runs a worker with one route on a filled queue and measures
-// from Run's start until the handler has finished for every message.
+// from Run's start (steady: from the first handler call) until the handler
+// has finished for every message.
 func (e *env) warrenRate(ctx context.Context, round int, s rateSpec) (Round, error) {
 	n := e.opts.Messages
 	cfg := e.workerConfig(s.concurrency, s.prefetch)
