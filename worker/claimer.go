@@ -63,12 +63,14 @@ func (r *runner) claimLoop(hctx context.Context, store dedupe.BatchStore, out ch
 // and give them back itself), and requeues what the consumer still hands
 // out until it stops.
 func (r *runner) drainClaimer(hctx context.Context, held []*job, in <-chan *broker.Delivery, out chan *job) {
-	r.giveBack(hctx, held)
+	rctx, cancel := releaseContext(hctx)
+	defer cancel()
+	r.giveBack(rctx, held)
 buffered:
 	for {
 		select {
 		case j := <-out:
-			r.giveBack(hctx, []*job{j})
+			r.giveBack(rctx, []*job{j})
 		default:
 			break buffered
 		}
@@ -106,24 +108,44 @@ func (r *runner) claimAll(hctx context.Context, store dedupe.BatchStore, batch [
 	}
 }
 
-// giveBack requeues jobs that no handler started and releases their claims.
-func (r *runner) giveBack(hctx context.Context, jobs []*job) {
+// giveBack requeues jobs that no handler started and releases their
+// claims under ctx (see releaseContext).
+func (r *runner) giveBack(ctx context.Context, jobs []*job) {
 	for _, j := range jobs {
-		r.releaseIfClaimed(hctx, j)
+		r.releaseIfClaimed(ctx, j)
 		_ = j.bd.Nack(true)
 		r.inFlight.Dec()
 	}
 }
 
-// releaseIfClaimed gives up a claim taken for a job that will not run.
-// It does so even after the drain ran out of time and cancelled hctx, so
-// that the message runs elsewhere at once instead of after the lease; the
-// store bounds the call.
-func (r *runner) releaseIfClaimed(hctx context.Context, j *job) {
+// releaseIfClaimed gives up, under ctx, a claim taken for a job that will
+// not run.
+func (r *runner) releaseIfClaimed(ctx context.Context, j *job) {
 	if !j.claimed || j.cerr != nil || j.status != dedupe.Claimed {
 		return
 	}
-	if err := r.store.Release(context.WithoutCancel(hctx), j.d.IdempotencyKey, j.owner); err != nil && !errors.Is(err, dedupe.ErrNotOwner) {
+	r.release(ctx, j.d.IdempotencyKey, j.owner)
+}
+
+// release gives up a dedupe claim, so that the message can run elsewhere
+// at once instead of after the lease.
+func (r *runner) release(ctx context.Context, key, owner string) {
+	if err := r.store.Release(ctx, key, owner); err != nil && !errors.Is(err, dedupe.ErrNotOwner) {
 		r.log.Warn("dedupe release failed; the claim expires with its lease", zap.Error(err))
 	}
+}
+
+// lateReleaseTimeout bounds the releases that come after the drain ran out
+// of time, all of one call of releaseContext together.
+const lateReleaseTimeout = time.Second
+
+// releaseContext is the context for giving up claims: hctx while it lives;
+// once the drain ran out of time and cancelled it, a context that still
+// lets the releases through for lateReleaseTimeout, so that a shutdown
+// with Redis unreachable is not held up by them.
+func releaseContext(hctx context.Context) (context.Context, context.CancelFunc) {
+	if hctx.Err() == nil {
+		return hctx, func() {}
+	}
+	return context.WithTimeout(context.WithoutCancel(hctx), lateReleaseTimeout)
 }

@@ -733,3 +733,36 @@ func TestDedupeDrainGivesBackClaimedMessages(t *testing.T) {
 		})
 	}
 }
+
+// TestDedupeCancelledHandlerReleasesItsClaim: a handler that the shutdown
+// timeout cancels gives its message back to the queue, and its claim is
+// released though the handler context has ended, so that the message runs
+// elsewhere at once instead of after the lease.
+func TestDedupeCancelledHandlerReleasesItsClaim(t *testing.T) {
+	t.Parallel()
+	cfg, _ := dedupeConfig(t, testenv.RedisURL())
+	cfg.Concurrency = 1
+	cfg.ShutdownTimeout = 200 * time.Millisecond
+	rc := sharedRedis(t, cfg.DedupePrefix)
+	started := make(chan struct{}, 1)
+	f := newFixture(t, cfg, worker.Route{Handler: worker.HandlerFunc(func(ctx context.Context, d *worker.Delivery) error {
+		started <- struct{}{}
+		<-ctx.Done()
+		return ctx.Err()
+	})}).start()
+	f.publish("", broker.Message{MessageID: "m-1"})
+	<-started
+	if err := f.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.admin.WaitCount(f.queue, 1, 5*time.Second); n != 1 {
+		t.Fatalf("%d message(s) back in the queue, want 1", n)
+	}
+	keys, err := testenv.Keys(context.Background(), rc, cfg.DedupePrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 0 {
+		t.Fatalf("Redis still holds %v after the drain; want the claim released", keys)
+	}
+}

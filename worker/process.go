@@ -131,9 +131,9 @@ func (r *runner) processClaimed(hctx context.Context, j *job) decision {
 	// Release after the copy is stored, so that a redelivery of this
 	// message meanwhile still finds the claim.
 	dec.release = func() {
-		if err := r.store.Release(hctx, d.IdempotencyKey, owner); err != nil && !errors.Is(err, dedupe.ErrNotOwner) {
-			r.log.Warn("dedupe release failed; the claim expires with its lease", zap.Error(err))
-		}
+		rctx, cancel := releaseContext(hctx)
+		defer cancel()
+		r.release(rctx, d.IdempotencyKey, owner)
 	}
 	return dec
 }

@@ -98,7 +98,9 @@ func (r *runner) loop(hctx context.Context, jobs <-chan *job) {
 	defer r.wg.Done()
 	for j := range jobs {
 		if r.draining() {
-			r.giveBack(hctx, []*job{j})
+			rctx, cancel := releaseContext(hctx)
+			r.giveBack(rctx, []*job{j})
+			cancel()
 			continue
 		}
 		r.run(hctx, j)
@@ -128,7 +130,9 @@ func (r *runner) run(hctx context.Context, j *job) {
 		// Its channel closed while it waited to be handed out: the
 		// broker has requeued it, so running it now would only run it
 		// twice.
-		r.releaseIfClaimed(hctx, j)
+		rctx, cancel := releaseContext(hctx)
+		r.releaseIfClaimed(rctx, j)
+		cancel()
 		r.inFlight.Dec()
 		return
 	}
