@@ -246,13 +246,13 @@ func (cn *Consumer) pump(s *session, deliveries <-chan amqp.Delivery) bool {
 func (cn *Consumer) wrap(s *session, d *amqp.Delivery) *Delivery {
 	s.delivered.Store(d.DeliveryTag)
 	del := &Delivery{
-		Message:     messageOf(d),
-		Exchange:    d.Exchange,
-		RoutingKey:  d.RoutingKey,
-		Queue:       cn.cfg.Queue,
-		Redelivered: d.Redelivered,
-		tag:         d.DeliveryTag,
-		sess:        s,
+		Message:      messageOf(d),
+		Exchange:     d.Exchange,
+		RoutingKey:   d.RoutingKey,
+		Queue:        cn.cfg.Queue,
+		Redelivered:  d.Redelivered,
+		DeliveryTag:  d.DeliveryTag,
+		Acknowledger: s,
 	}
 	if n, ok := d.Headers["x-delivery-count"].(int64); ok {
 		del.DeliveryCount = n

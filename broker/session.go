@@ -83,6 +83,17 @@ func newSession(ch *amqp.Channel, wire ackWire, log *zap.Logger, batch int) *ses
 	return s
 }
 
+// Ack, AckNow, Nack and Closed make a session its deliveries' Acknowledger.
+func (s *session) Ack(tag uint64) error    { return s.settle(tag, settleAck) }
+func (s *session) AckNow(tag uint64) error { return s.settle(tag, settleAckNow) }
+func (s *session) Closed() bool            { return s.isDead() }
+func (s *session) Nack(tag uint64, requeue bool) error {
+	if requeue {
+		return s.settle(tag, settleRequeue)
+	}
+	return s.settle(tag, settleReject)
+}
+
 func (s *session) isDead() bool {
 	select {
 	case <-s.deadCh:

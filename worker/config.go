@@ -1,9 +1,12 @@
 package worker
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/url"
+	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,6 +34,12 @@ const (
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "json"
 	DefaultConsumerTimeout = 30 * time.Minute
+	DefaultMaxAttempts     = retry.DefaultMaxAttempts
+	DefaultDedupePrefix    = dedupe.DefaultKeyPrefix
+	DefaultDedupe          = DedupeOn
+	// DefaultLeaseMargin is what an unset DedupeLease adds to the
+	// handler timeout.
+	DefaultLeaseMargin = 10 * time.Second
 	// EnvPrefix prefixes every environment variable: WARREN_AMQP_URL, ...
 	EnvPrefix = "WARREN"
 )
@@ -182,8 +191,13 @@ func (d *Delays) Decode(s string) error {
 	return nil
 }
 
-// withDefaults fills zero fields.
-func (c Config) withDefaults() Config {
+// defaultLeaseMargin: see DefaultLeaseMargin.
+const defaultLeaseMargin = DefaultLeaseMargin
+
+// WithDefaults returns c with every zero field set to its default (the
+// Default* constants; RetryDelays to retry.DefaultDelays). New applies it
+// once; Validate checks what it returns.
+func (c Config) WithDefaults() Config {
 	if c.AMQPURL == "" {
 		c.AMQPURL = DefaultAMQPURL
 	}
@@ -197,7 +211,7 @@ func (c Config) withDefaults() Config {
 		c.RetryDelays = retry.DefaultDelays()
 	}
 	if c.MaxAttempts == 0 {
-		c.MaxAttempts = retry.DefaultMaxAttempts
+		c.MaxAttempts = DefaultMaxAttempts
 	}
 	if c.HandlerTimeout == 0 {
 		c.HandlerTimeout = DefaultHandlerTimeout
@@ -206,16 +220,16 @@ func (c Config) withDefaults() Config {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if c.Dedupe == "" {
-		c.Dedupe = DedupeOn
+		c.Dedupe = DefaultDedupe
 	}
 	if c.DedupeTTL == 0 {
 		c.DedupeTTL = DefaultDedupeTTL
 	}
 	if c.DedupeLease == 0 {
-		c.DedupeLease = c.HandlerTimeout + 10*time.Second
+		c.DedupeLease = c.HandlerTimeout + DefaultLeaseMargin
 	}
 	if c.DedupePrefix == "" {
-		c.DedupePrefix = dedupe.DefaultKeyPrefix
+		c.DedupePrefix = DefaultDedupePrefix
 	}
 	if c.QueueType == "" {
 		c.QueueType = DefaultQueueType
@@ -235,31 +249,33 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate checks every field after defaults are applied. Each error names
-// the environment variable of the field.
+// Validate checks every field of c.WithDefaults(), without touching a
+// file or the network (New loads the TLS files). Each error names the
+// environment variable first, then the field: "WARREN_CONCURRENCY:
+// Config.Concurrency must be between 1 and 10000, got 0".
 func (c Config) Validate() error {
-	c = c.withDefaults()
+	c = c.WithDefaults()
 	checks := []func() error{
-		func() error { return checkURL("AMQP_URL", c.AMQPURL, "amqp", "amqps") },
+		func() error { return checkURL("AMQPURL", c.AMQPURL, "amqp", "amqps") },
 		func() error { return checkRedisURL(c) },
-		func() error { return checkRange("CONCURRENCY", c.Concurrency, 1, 10000) },
-		func() error { return checkRange("PREFETCH", c.Prefetch, 0, 65535) },
-		func() error { return checkRange("MAX_ATTEMPTS", c.MaxAttempts, 1, retry.MaxAttemptValue) },
-		func() error { return wrapVar("RETRY_DELAYS", retry.Policy{Delays: c.RetryDelays}.Validate()) },
-		func() error { return checkPositive("HANDLER_TIMEOUT", c.HandlerTimeout) },
-		func() error { return checkPositive("SHUTDOWN_TIMEOUT", c.ShutdownTimeout) },
-		func() error { return checkOneOf("DEDUPE", c.Dedupe, DedupeOn, DedupeOff) },
-		func() error { return checkPositive("DEDUPE_TTL", c.DedupeTTL) },
-		func() error { return checkPositive("DEDUPE_LEASE", c.DedupeLease) },
+		func() error { return checkRange("Concurrency", c.Concurrency, 1, 10000) },
+		func() error { return checkRange("Prefetch", c.Prefetch, 0, 65535) },
+		func() error { return checkRange("MaxAttempts", c.MaxAttempts, 1, retry.MaxAttemptValue) },
+		func() error { return fieldErr("RetryDelays", retry.Policy{Delays: c.RetryDelays}.Validate()) },
+		func() error { return checkPositive("HandlerTimeout", c.HandlerTimeout) },
+		func() error { return checkPositive("ShutdownTimeout", c.ShutdownTimeout) },
+		func() error { return checkOneOf("Dedupe", c.Dedupe, DedupeOn, DedupeOff) },
+		func() error { return checkPositive("DedupeTTL", c.DedupeTTL) },
+		func() error { return checkPositive("DedupeLease", c.DedupeLease) },
 		func() error {
-			return checkOneOf("QUEUE_TYPE", string(c.QueueType), string(broker.Classic), string(broker.Quorum))
+			return checkOneOf("QueueType", string(c.QueueType), string(broker.Classic), string(broker.Quorum))
 		},
-		func() error { return checkRange("DELIVERY_LIMIT", c.DeliveryLimit, 1, 1_000_000) },
-		func() error { return checkPositive("CONSUMER_TIMEOUT", c.ConsumerTimeout) },
-		func() error { return checkTLS("AMQP", c.amqpTLS()) },
-		func() error { return checkTLS("REDIS", c.redisTLS()) },
-		func() error { return checkOneOf("LOG_LEVEL", c.LogLevel, "debug", "info", "warn", "error") },
-		func() error { return checkOneOf("LOG_FORMAT", c.LogFormat, "json", "console") },
+		func() error { return checkRange("DeliveryLimit", c.DeliveryLimit, 1, 1_000_000) },
+		func() error { return checkPositive("ConsumerTimeout", c.ConsumerTimeout) },
+		func() error { return checkTLSPair("AMQPCertFile", "AMQPKeyFile", c.amqpTLS()) },
+		func() error { return checkTLSPair("RedisCertFile", "RedisKeyFile", c.redisTLS()) },
+		func() error { return checkOneOf("LogLevel", c.LogLevel, "debug", "info", "warn", "error") },
+		func() error { return checkOneOf("LogFormat", c.LogFormat, "json", "console") },
 	}
 	for _, check := range checks {
 		if err := check(); err != nil {
@@ -269,23 +285,38 @@ func (c Config) Validate() error {
 	return nil
 }
 
-func wrapVar(name string, err error) error {
+// envOf is the environment variable of a Config field, from its tag.
+func envOf(field string) string {
+	f, ok := reflect.TypeFor[Config]().FieldByName(field)
+	if !ok {
+		panic("worker: no Config field " + field)
+	}
+	return f.Tag.Get("envconfig")
+}
+
+// fieldErr names field's variable and the field before err.
+func fieldErr(field string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("%s_%s: %w", EnvPrefix, name, err)
+	return fmt.Errorf("%s: Config.%s: %w", envOf(field), field, err)
 }
 
-func checkURL(name, raw string, schemes ...string) error {
+// fieldErrorf is fieldErr with a message of its own: "VAR: Config.Field must ...".
+func fieldErrorf(field, format string, args ...any) error {
+	return fmt.Errorf("%s: Config.%s %s", envOf(field), field, fmt.Sprintf(format, args...))
+}
+
+func checkURL(field, raw string, schemes ...string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("%s_%s: %s is not a valid URL", EnvPrefix, name, redact.URL(raw))
+		return fieldErrorf(field, "%s is not a valid URL", redact.URL(raw))
 	}
-	if err := checkOneOf(name, u.Scheme, schemes...); err != nil {
-		return fmt.Errorf("%s_%s: scheme of %s must be one of %s", EnvPrefix, name, redact.URL(raw), strings.Join(schemes, ", "))
+	if !slices.Contains(schemes, u.Scheme) {
+		return fieldErrorf(field, "scheme of %s must be one of %s", redact.URL(raw), strings.Join(schemes, ", "))
 	}
 	if u.Host == "" {
-		return fmt.Errorf("%s_%s: %s has no host", EnvPrefix, name, redact.URL(raw))
+		return fieldErrorf(field, "%s has no host", redact.URL(raw))
 	}
 	return nil
 }
@@ -295,32 +326,41 @@ func checkRedisURL(c Config) error {
 		return nil
 	}
 	if _, err := dedupe.ParseRedisURL(c.RedisURL); err != nil {
-		return wrapVar("REDIS_URL", err)
+		return fieldErr("RedisURL", err)
 	}
 	return nil
 }
 
-func checkRange(name string, v, lo, hi int) error {
+func checkRange(field string, v, lo, hi int) error {
 	if v < lo || v > hi {
-		return fmt.Errorf("%s_%s: must be between %d and %d, got %d", EnvPrefix, name, lo, hi, v)
+		return fieldErrorf(field, "must be between %d and %d, got %d", lo, hi, v)
 	}
 	return nil
 }
 
-func checkPositive(name string, d time.Duration) error {
+func checkPositive(field string, d time.Duration) error {
 	if d <= 0 {
-		return fmt.Errorf("%s_%s: must be a positive duration, got %s", EnvPrefix, name, d)
+		return fieldErrorf(field, "must be a positive duration, got %s", d)
 	}
 	return nil
 }
 
-func checkOneOf(name, v string, allowed ...string) error {
-	for _, a := range allowed {
-		if v == a {
-			return nil
-		}
+func checkOneOf(field, v string, allowed ...string) error {
+	if !slices.Contains(allowed, v) {
+		return fieldErrorf(field, "must be one of %s, got %q", strings.Join(allowed, ", "), v)
 	}
-	return fmt.Errorf("%s_%s: must be one of %s, got %q", EnvPrefix, name, strings.Join(allowed, ", "), v)
+	return nil
+}
+
+// checkTLSPair checks that a client certificate comes with its key.
+func checkTLSPair(certField, keyField string, f tlsconf.Files) error {
+	switch {
+	case f.CertFile != "" && f.KeyFile == "":
+		return fieldErrorf(keyField, "is required with %s", envOf(certField))
+	case f.CertFile == "" && f.KeyFile != "":
+		return fieldErrorf(certField, "is required with %s", envOf(keyField))
+	}
+	return nil
 }
 
 func (c Config) amqpTLS() tlsconf.Files {
@@ -331,12 +371,16 @@ func (c Config) redisTLS() tlsconf.Files {
 	return tlsconf.Files{CAFile: c.RedisCAFile, CertFile: c.RedisCertFile, KeyFile: c.RedisKeyFile}
 }
 
-// checkTLS loads the files, so that a missing or bad file stops start-up.
-func checkTLS(name string, f tlsconf.Files) error {
-	if _, err := f.Load(); err != nil {
-		return fmt.Errorf("%s_%s_CA_FILE/CERT_FILE/KEY_FILE: %w", EnvPrefix, name, err)
+// loadTLS reads the TLS files of both connections (nil where none is
+// named). Errors name the variables.
+func (c Config) loadTLS() (amqpTLS, redisTLS *tls.Config, err error) {
+	if amqpTLS, err = c.amqpTLS().Load(); err != nil {
+		return nil, nil, fmt.Errorf("%s_AMQP_CA_FILE/CERT_FILE/KEY_FILE: %w", EnvPrefix, err)
 	}
-	return nil
+	if redisTLS, err = c.redisTLS().Load(); err != nil {
+		return nil, nil, fmt.Errorf("%s_REDIS_CA_FILE/CERT_FILE/KEY_FILE: %w", EnvPrefix, err)
+	}
+	return amqpTLS, redisTLS, nil
 }
 
 // logFields are the effective settings, secrets redacted, logged once at

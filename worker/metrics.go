@@ -66,11 +66,13 @@ type queueMetrics struct {
 	outcomes map[Outcome]prometheus.Counter
 	duration prometheus.Observer
 	dups     prometheus.Counter
+	inFlight prometheus.Gauge
 }
 
 func (m *metrics) forQueue(queue string) *queueMetrics {
 	q := &queueMetrics{m: m, queue: queue, outcomes: map[Outcome]prometheus.Counter{},
-		duration: m.duration.WithLabelValues(queue), dups: m.duplicates.WithLabelValues(queue)}
+		duration: m.duration.WithLabelValues(queue), dups: m.duplicates.WithLabelValues(queue),
+		inFlight: m.inFlight.WithLabelValues(queue)}
 	for _, o := range []Outcome{OutcomeAck, OutcomeRetry, OutcomeDeadLetter, OutcomeDuplicate, OutcomeDiscard, OutcomeRequeue} {
 		q.outcomes[o] = m.messages.WithLabelValues(queue, string(o))
 	}
@@ -78,14 +80,14 @@ func (m *metrics) forQueue(queue string) *queueMetrics {
 }
 
 // observe records one settled message.
-func (q *queueMetrics) observe(dec decision, took time.Duration) {
-	q.outcomes[dec.outcome].Inc()
+func (q *queueMetrics) observe(res result, took time.Duration) {
+	q.outcomes[res.Outcome].Inc()
 	q.duration.Observe(took.Seconds())
-	switch dec.outcome {
+	switch res.Outcome {
 	case OutcomeRetry:
-		q.m.retries.WithLabelValues(q.queue, retry.FormatDelay(dec.delay)).Inc()
+		q.m.retries.WithLabelValues(q.queue, retry.FormatDelay(res.Delay)).Inc()
 	case OutcomeDeadLetter:
-		q.m.deadLetter.WithLabelValues(q.queue, dec.reason).Inc()
+		q.m.deadLetter.WithLabelValues(q.queue, res.Reason).Inc()
 	case OutcomeDuplicate:
 		q.dups.Inc()
 	}

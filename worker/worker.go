@@ -2,8 +2,10 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +39,9 @@ type Worker struct {
 	health  health
 	metrics *metrics
 	reg     *prometheus.Registry
+	host    string // written on dead letters
+
+	amqpTLS, redisTLS *tls.Config // loaded by New; nil without TLS files
 }
 
 // New validates cfg, fills its defaults and returns a worker.
@@ -44,8 +49,14 @@ func New(cfg Config) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg = cfg.withDefaults()
-	w := &Worker{cfg: cfg, log: cfg.Logger, started: make(chan struct{}), metrics: newMetrics(), reg: cfg.Registry}
+	cfg = cfg.WithDefaults()
+	amqpTLS, redisTLS, err := cfg.loadTLS()
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	w := &Worker{cfg: cfg, log: cfg.Logger, started: make(chan struct{}), metrics: newMetrics(), reg: cfg.Registry,
+		host: host, amqpTLS: amqpTLS, redisTLS: redisTLS}
 	if w.reg == nil {
 		w.reg = prometheus.NewRegistry()
 	}
@@ -151,19 +162,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHandlers()
-	runners := make([]*runner, len(routes))
-	for i, r := range routes {
-		runners[i] = newRunner(w, rt, r, chain(r.Handler, append(append([]Middleware(nil), mws...), r.Middleware...)...))
-		if err := runners[i].start(hctx); err != nil {
-			stopAll(runners[:i])
-			return err
-		}
+	pipes, err := w.startPipelines(hctx, rt, routes, mws)
+	if err != nil {
+		return err
 	}
-	checks := []func() bool{rt.consume.Connected, rt.publish.Connected}
-	for _, r := range runners {
-		checks = append(checks, r.cons.Active)
-	}
-	w.health.setConns(checks...)
 	if rt.store != nil {
 		stopPing := w.pingStore(rt.store)
 		defer stopPing()
@@ -174,8 +176,48 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info("running")
 	<-ctx.Done()
 	w.health.setRunning(false)
-	w.drain(runners, cancelHandlers)
+	w.drain(pipes, cancelHandlers)
 	return nil
+}
+
+// startPipelines consumes every route's queue and starts its pipeline;
+// readiness follows both connections and every subscription.
+func (w *Worker) startPipelines(hctx context.Context, rt *runtime, routes []Route, mws []Middleware) ([]*pipeline, error) {
+	pipes := make([]*pipeline, 0, len(routes))
+	checks := []func() bool{rt.consume.Connected, rt.publish.Connected}
+	for _, r := range routes {
+		// Acks wait to share a frame only while the broker still has
+		// window to send ahead beyond the messages being worked on.
+		ackBatch := max(1, (r.Prefetch-r.Concurrency)/2)
+		cons, err := rt.consume.Consume(broker.ConsumerConfig{Queue: r.Queue, Prefetch: r.Prefetch, AckBatch: ackBatch})
+		if err != nil {
+			stopAll(pipes)
+			return nil, fmt.Errorf("route %q: %w", r.Queue, err)
+		}
+		checks = append(checks, cons.Active)
+		h := chain(r.Handler, append(append([]Middleware(nil), mws...), r.Middleware...)...)
+		p := newPipeline(w.pipelineConfig(rt, r, cons, h))
+		p.start(hctx)
+		pipes = append(pipes, p)
+	}
+	w.health.setConns(checks...)
+	return pipes, nil
+}
+
+// pipelineConfig is what route r's pipeline gets from the worker.
+func (w *Worker) pipelineConfig(rt *runtime, r Route, src source, h Handler) pipelineConfig {
+	log := w.log.Named("worker").With(zap.String("queue", r.Queue))
+	c := pipelineConfig{
+		route: r, handler: h, src: src,
+		copies: brokerCopies{pub: rt.pub, conn: rt.consume},
+		ttl:    w.cfg.DedupeTTL, prefix: w.cfg.DedupePrefix, host: w.host,
+		failOpen: w.cfg.DedupeFailOpen, health: &w.health,
+		log: log, metrics: w.metrics.forQueue(r.Queue),
+	}
+	if r.Dedupe == DedupeOn {
+		c.claims = &claims{store: rt.store, lease: w.cfg.DedupeLease, log: log}
+	}
+	return c
 }
 
 // warnConsumerTimeout warns about routes whose handlers may hold a message
@@ -213,7 +255,7 @@ func (w *Worker) end() {
 
 // drain stops consuming, waits for handlers within the shutdown timeout,
 // then cancels what is left and waits for it too.
-func (w *Worker) drain(runners []*runner, cancelHandlers context.CancelFunc) {
+func (w *Worker) drain(runners []*pipeline, cancelHandlers context.CancelFunc) {
 	w.log.Info("draining", zap.Duration("timeout", w.cfg.ShutdownTimeout))
 	var stopped sync.WaitGroup
 	for _, r := range runners {
@@ -240,7 +282,7 @@ func (w *Worker) drain(runners []*runner, cancelHandlers context.CancelFunc) {
 	stopAll(runners)
 }
 
-func stopAll(runners []*runner) {
+func stopAll(runners []*pipeline) {
 	for _, r := range runners {
 		r.close()
 	}
@@ -253,7 +295,7 @@ type runtime struct {
 	consume *broker.Conn
 	publish *broker.Conn
 	pub     *broker.Publisher
-	store   dedupe.Store
+	store   dedupe.BatchStore
 	redis   redis.UniversalClient
 }
 
@@ -267,11 +309,7 @@ func (w *Worker) connect(ctx context.Context, routes []Route) (*runtime, error) 
 }
 
 func (w *Worker) connectInto(ctx context.Context, rt *runtime, routes []Route) (err error) {
-	tlsCfg, err := w.cfg.amqpTLS().Load()
-	if err != nil {
-		return fmt.Errorf("%s_AMQP_CA_FILE/CERT_FILE/KEY_FILE: %w", EnvPrefix, err)
-	}
-	bc := broker.Config{URL: w.cfg.AMQPURL, Logger: w.log, TLS: tlsCfg}
+	bc := broker.Config{URL: w.cfg.AMQPURL, Logger: w.log, TLS: w.amqpTLS}
 	bc.Name = "warren-consume"
 	if rt.consume, err = broker.Dial(ctx, bc); err != nil {
 		return err
@@ -303,7 +341,7 @@ func (w *Worker) openStore(rt *runtime, routes []Route) error {
 		w.health.setStoreUsed() // fail closed: readiness follows the store
 	}
 	if w.cfg.Store != nil {
-		rt.store = w.cfg.Store
+		rt.store = batchStore(w.cfg.Store)
 		return nil
 	}
 	opts, err := dedupe.ParseRedisURL(w.cfg.RedisURL)
@@ -314,21 +352,21 @@ func (w *Worker) openStore(rt *runtime, routes []Route) error {
 		return err
 	}
 	rt.redis = redis.NewUniversalClient(opts)
-	rt.store, err = dedupe.NewRedis(rt.redis, dedupe.RedisConfig{})
-	return err
+	store, err := dedupe.NewRedis(rt.redis, dedupe.RedisConfig{})
+	if err != nil {
+		return err
+	}
+	rt.store = store
+	return nil
 }
 
 // applyRedisTLS adds the configured CA and client certificate to a
 // rediss:// connection.
 func (w *Worker) applyRedisTLS(opts *redis.UniversalOptions) error {
-	files := w.cfg.redisTLS()
-	if files.Empty() {
+	if w.redisTLS == nil {
 		return nil
 	}
-	tlsCfg, err := files.Load()
-	if err != nil {
-		return fmt.Errorf("%s_REDIS_CA_FILE/CERT_FILE/KEY_FILE: %w", EnvPrefix, err)
-	}
+	tlsCfg := w.redisTLS.Clone()
 	if opts.TLSConfig == nil {
 		return fmt.Errorf("%s_REDIS_CA_FILE/CERT_FILE/KEY_FILE: set, but %s_REDIS_URL is not rediss://", EnvPrefix, EnvPrefix)
 	}
