@@ -99,7 +99,9 @@ type fakeSource struct {
 	once sync.Once
 }
 
-func newFakeSource(buffer int) *fakeSource { return &fakeSource{ch: make(chan *broker.Delivery, buffer)} }
+func newFakeSource(buffer int) *fakeSource {
+	return &fakeSource{ch: make(chan *broker.Delivery, buffer)}
+}
 
 func (s *fakeSource) Deliveries() <-chan *broker.Delivery { return s.ch }
 func (s *fakeSource) Stop()                               { s.once.Do(func() { close(s.ch) }) }

@@ -189,7 +189,7 @@ func TestPipelineStaleAfterReconnect(t *testing.T) {
 	r.start()
 	r.deliver("first", nil)
 	<-entered
-	r.deliver("second", nil) // waits for the busy handler
+	r.deliver("second", nil)  // waits for the busy handler
 	r.acks.closed.Store(true) // the channel dies
 	close(proceed)
 	waitFor(t, func() bool { return len(r.pipe.intake.deliveries) == 0 })
