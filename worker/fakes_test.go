@@ -112,6 +112,7 @@ func (s *fakeSource) Close() error                        { s.Stop(); return nil
 type fakeCopies struct {
 	mu        sync.Mutex
 	published []string // queue names
+	messages  []broker.Message
 	publish   func(queue string, m broker.Message) error
 	redeclare atomic.Int32
 }
@@ -125,6 +126,7 @@ func (c *fakeCopies) PublishCopy(_ context.Context, queue string, m broker.Messa
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.published = append(c.published, queue)
+	c.messages = append(c.messages, m)
 	return nil
 }
 
@@ -177,6 +179,7 @@ type rig struct {
 	hctx   context.Context
 	cancel context.CancelFunc
 	health *health
+	m      *metrics
 }
 
 type rigOptions struct {
@@ -184,6 +187,8 @@ type rigOptions struct {
 	concurrency int
 	dedupe      bool
 	copies      *fakeCopies
+	timeout     time.Duration // 0 means 5s
+	policy      retry.Policy  // zero means tiers 1s, 10s and 3 attempts
 }
 
 func newRig(t *testing.T, o rigOptions) *rig {
@@ -194,8 +199,14 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	if o.copies == nil {
 		o.copies = &fakeCopies{}
 	}
+	if o.timeout == 0 {
+		o.timeout = 5 * time.Second
+	}
+	if o.policy.Delays == nil {
+		o.policy = retry.Policy{Delays: []time.Duration{time.Second, 10 * time.Second}, MaxAttempts: 3}
+	}
 	route := Route{Queue: "q", Name: "q", Handler: o.handler, Concurrency: o.concurrency, Prefetch: 2 * o.concurrency,
-		Timeout: 5 * time.Second, Retry: retry.Policy{Delays: []time.Duration{time.Second, 10 * time.Second}, MaxAttempts: 3}.WithDefaults()}
+		Timeout: o.timeout, Retry: o.policy.WithDefaults()}
 	r := &rig{t: t, src: newFakeSource(64), acks: newFakeAcks(), copies: o.copies, route: route, health: &health{}}
 	log := zaptest.NewLogger(t)
 	m := newMetrics()
@@ -208,6 +219,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		r.store = &flakyStore{MemoryStore: dedupe.NewMemory()}
 		c.claims = &claims{store: r.store, lease: time.Minute, log: log}
 	}
+	r.m = m
 	r.pipe = newPipeline(c)
 	r.hctx, r.cancel = context.WithCancel(context.Background())
 	t.Cleanup(r.cancel)
@@ -216,10 +228,15 @@ func newRig(t *testing.T, o rigOptions) *rig {
 
 func (r *rig) start() { r.pipe.start(r.hctx) }
 
-// deliver hands the pipeline a message with the given id and returns its tag.
+// deliver hands the pipeline a message with the given id (and the id as
+// its body) and returns its tag.
 func (r *rig) deliver(id string, headers map[string]any) uint64 {
+	return r.deliverBody(id, []byte(id), headers)
+}
+
+func (r *rig) deliverBody(id string, body []byte, headers map[string]any) uint64 {
 	tag := r.tag.Add(1)
-	r.src.ch <- &broker.Delivery{Message: broker.Message{MessageID: id, Body: []byte(id), Headers: headers},
+	r.src.ch <- &broker.Delivery{Message: broker.Message{MessageID: id, Body: body, Headers: headers},
 		Queue: "q", RoutingKey: "q", Acknowledger: r.acks, DeliveryTag: tag}
 	return tag
 }
