@@ -26,6 +26,11 @@ const (
 	DefaultHandlerTimeout  = 30 * time.Second
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultDedupeTTL       = 24 * time.Hour
+	// DefaultDedupeLease is how long a claim holds without being
+	// renewed. A running worker renews its claims every third of it, so a
+	// live handler's claim never lapses however long it runs, and a
+	// killed worker's claims are free for another worker within it.
+	DefaultDedupeLease     = 3 * time.Second
 	DefaultQueueType       = broker.Quorum
 	DefaultDeliveryLimit   = 20
 	DefaultLogLevel        = "info"
@@ -34,9 +39,6 @@ const (
 	DefaultMaxAttempts     = retry.DefaultMaxAttempts
 	DefaultDedupePrefix    = dedupe.DefaultKeyPrefix
 	DefaultDedupe          = DedupeOn
-	// DefaultLeaseMargin is what an unset DedupeLease adds to the
-	// handler timeout.
-	DefaultLeaseMargin = 10 * time.Second
 	// EnvPrefix prefixes every environment variable: WARREN_AMQP_URL, ...
 	EnvPrefix = "WARREN"
 )
@@ -79,9 +81,11 @@ type Config struct {
 	Dedupe string `envconfig:"WARREN_DEDUPE" default:"on"`
 	// DedupeTTL is how long a done mark is kept. 0 means DefaultDedupeTTL.
 	DedupeTTL time.Duration `envconfig:"WARREN_DEDUPE_TTL" default:"24h"`
-	// DedupeLease is how long a claim holds without being extended.
-	// 0 means the handler timeout plus 10s.
-	DedupeLease time.Duration `envconfig:"WARREN_DEDUPE_LEASE" default:"0s"`
+	// DedupeLease is how long a claim holds without being renewed. A
+	// worker renews its claims every third of it while it holds them, so
+	// a live handler keeps its claim however long it runs, and a killed
+	// worker's claims are free within it. 0 means DefaultDedupeLease (3s).
+	DedupeLease time.Duration `envconfig:"WARREN_DEDUPE_LEASE" default:"3s"`
 	// DedupePrefix starts every dedupe key. "" means dedupe.DefaultKeyPrefix.
 	DedupePrefix string `envconfig:"WARREN_DEDUPE_PREFIX" default:"warren"`
 	// DedupeFailOpen processes messages without a claim while the store
@@ -188,8 +192,9 @@ func (d *Delays) Decode(s string) error {
 	return nil
 }
 
-// defaultLeaseMargin: see DefaultLeaseMargin.
-const defaultLeaseMargin = DefaultLeaseMargin
+// defaultLeaseMargin is what a single run's lease (Execute) adds to the
+// handler timeout: it is not renewed.
+const defaultLeaseMargin = 10 * time.Second
 
 // WithDefaults returns c with every zero field set to its default (the
 // Default* constants; RetryDelays to retry.DefaultDelays). New applies it
@@ -223,7 +228,7 @@ func (c Config) WithDefaults() Config {
 		c.DedupeTTL = DefaultDedupeTTL
 	}
 	if c.DedupeLease == 0 {
-		c.DedupeLease = c.HandlerTimeout + DefaultLeaseMargin
+		c.DedupeLease = DefaultDedupeLease
 	}
 	if c.DedupePrefix == "" {
 		c.DedupePrefix = DefaultDedupePrefix

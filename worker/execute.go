@@ -65,7 +65,9 @@ func (e *executor) underClaim(hctx context.Context, j *job) result {
 	case status == dedupe.Done:
 		return result{Decision: Decision{Outcome: OutcomeDuplicate}}
 	case status == dedupe.InProgress:
-		return unspent(e.policy.Delays[0], KindInProgress, errors.New("message is being processed elsewhere"))
+		rounds, _ := j.bd.Headers[HeaderInProgress].(int32)
+		delay := e.policy.WaitTier(int(rounds)+1, e.claims.lease)
+		return unspent(delay, KindInProgress, errors.New("message is being processed elsewhere"))
 	}
 	j.holds = true
 	var tx *txWrites
@@ -74,15 +76,14 @@ func (e *executor) underClaim(hctx context.Context, j *job) result {
 		tx = &txWrites{key: j.d.IdempotencyKey}
 		ctx = context.WithValue(hctx, txKey{}, tx)
 	}
-	stop := e.keepClaim(j.d.IdempotencyKey, j.owner)
 	res := verdictOf(e.call(ctx, j.d), j.d.Attempt, e.policy)
-	stop()
 	if res.Outcome != OutcomeAck {
 		return res
 	}
 	if tx != nil && !tx.empty() {
 		if res = e.commit(hctx, j, tx); res.Outcome == OutcomeAck {
 			j.holds = false
+			e.claims.settled(j)
 		}
 		return res
 	}
@@ -90,22 +91,20 @@ func (e *executor) underClaim(hctx context.Context, j *job) result {
 	return res
 }
 
-// claim is the job's claim: the one intake took (renewed first when it
-// waited long for a handler), or one taken now.
+// claim is the job's claim: the one intake took (which the keeper renews
+// while the job waits for a handler), or one taken now.
 func (e *executor) claim(hctx context.Context, j *job) (dedupe.Status, error) {
-	lease := e.claims.lease
 	if !j.claimed {
 		j.owner = broker.NewMessageID()
-		return e.claims.store.Claim(hctx, j.d.IdempotencyKey, j.owner, lease)
+		return e.claims.store.Claim(hctx, j.d.IdempotencyKey, j.owner, e.claims.lease)
 	}
-	if j.cerr != nil || j.status != dedupe.Claimed || time.Since(j.claimedAt) <= lease/2 {
-		return j.status, j.cerr
-	}
-	err := e.claims.store.Extend(hctx, j.d.IdempotencyKey, j.owner, lease)
-	if errors.Is(err, dedupe.ErrNotOwner) {
+	if j.ownClaim() && e.claims.keeper != nil && e.claims.keeper.isLost(j.claim) {
+		// A renewal found it gone while the job waited: someone else
+		// may have taken it since.
+		e.claims.settled(j)
 		return dedupe.InProgress, nil
 	}
-	return j.status, err
+	return j.status, j.cerr
 }
 
 // call runs the handler with its timeout, recovering a panic. It is the
@@ -126,21 +125,6 @@ func (e *executor) call(hctx context.Context, d *Delivery) (err error) {
 		err = &timeoutError{after: e.timeout, err: err}
 	}
 	return err
-}
-
-// keepClaim extends the claim while a handler runs longer than a third of
-// the lease. It returns a function that stops it and waits.
-func (e *executor) keepClaim(key, owner string) (stop func()) {
-	lease := e.claims.lease
-	if lease > e.timeout+5*time.Second {
-		return func() {} // the claim outlives any handler run
-	}
-	return every(lease/3, func(ctx context.Context) {
-		err := e.claims.store.Extend(ctx, key, owner, lease)
-		if err != nil && ctx.Err() == nil {
-			e.log.Warn("extending the dedupe claim failed", zap.String("key", key), zap.Error(err))
-		}
-	})
 }
 
 // commit commits the handler's queued writes with the done mark. When
@@ -236,7 +220,7 @@ func Execute(ctx context.Context, h Handler, d *Delivery, o ExecuteOptions) Exec
 			log.Warn("done mark not stored", zap.Error(err))
 		}
 	case j.holds:
-		e.claims.release(context.WithoutCancel(ctx), d.IdempotencyKey, j.owner)
+		e.claims.release(context.WithoutCancel(ctx), j)
 	}
 	return Execution{Decision: res.Decision, Err: res.err, Duration: time.Since(start)}
 }

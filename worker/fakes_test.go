@@ -217,7 +217,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		prefix: "test", host: "host", health: r.health, log: log, metrics: m.forQueue("q")}
 	if o.dedupe {
 		r.store = &flakyStore{MemoryStore: dedupe.NewMemory()}
-		c.claims = &claims{store: r.store, lease: time.Minute, log: log}
+		c.claims = &claims{store: r.store, lease: time.Minute, log: log, keeper: newKeeper(r.store, time.Minute, log, r.health)}
 	}
 	r.m = m
 	r.pipe = newPipeline(c)

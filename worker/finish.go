@@ -27,6 +27,7 @@ type doneMarker interface {
 // (after every handler returned) and it has finished what it was handed.
 type finisher struct {
 	store  doneMarker
+	claims *claims // the route's, to stop renewing what is marked
 	ttl    time.Duration
 	log    *zap.Logger
 	health storeHealth
@@ -94,10 +95,11 @@ func (f *finisher) flush(hctx context.Context, batch []finishJob) {
 	for i, fj := range batch {
 		switch err := errs[i]; {
 		case errors.Is(err, dedupe.ErrNotOwner):
-			f.log.Warn("dedupe claim expired before the handler finished; raise WARREN_DEDUPE_LEASE", zap.String("key", reqs[i].Key))
+			f.log.Warn("done mark not stored: "+f.claims.lostReason(fj.j), zap.String("key", reqs[i].Key))
 		case err != nil:
 			f.log.Warn("done mark not stored; a duplicate of this message will run again", zap.String("key", reqs[i].Key), zap.Error(err))
 		}
+		f.claims.settled(fj.j)
 		fj.j.markDone = false
 		f.complete(hctx, fj.j, fj.res)
 	}

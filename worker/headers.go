@@ -23,6 +23,9 @@ const (
 	HeaderFirstFailure     = "warren-first-failure"
 	HeaderLastFailure      = "warren-last-failure"
 	HeaderHost             = "warren-host"
+	// HeaderInProgress counts the rounds a message went through the
+	// delay tiers because it was in progress elsewhere (no attempt spent).
+	HeaderInProgress = "warren-in-progress"
 )
 
 // MaxErrorHeader bounds the error text written into a header, in bytes.
@@ -115,9 +118,14 @@ func (c copier) retryMessage(bd *broker.Delivery, d *Delivery, res result) broke
 	m.Expiration = "" // the tier's TTL decides when it comes back
 	h := copyHeaders(bd, d)
 	next := d.Attempt
-	if res.spend {
+	switch {
+	case res.spend:
 		next++
 		c.failureHeaders(h, res, d.Attempt)
+		delete(h, HeaderInProgress)
+	case res.Kind == KindInProgress:
+		rounds, _ := h[HeaderInProgress].(int32)
+		h[HeaderInProgress] = rounds + 1
 	}
 	m.Headers = retry.SetAttempt(h, next)
 	return m

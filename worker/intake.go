@@ -23,9 +23,24 @@ func claimBatchSize(concurrency int) int { return min(maxClaimBatch, concurrency
 
 // claims takes, renews and gives up a route's dedupe claims.
 type claims struct {
-	store dedupe.BatchStore
-	lease time.Duration
-	log   *zap.Logger
+	store  dedupe.BatchStore
+	lease  time.Duration
+	log    *zap.Logger
+	keeper *keeper // renews what is held; nil for a single run (Execute)
+}
+
+// hold has the keeper renew j's claim from now on.
+func (c *claims) hold(j *job, when time.Time) {
+	if c.keeper != nil {
+		j.claim = c.keeper.hold(j.d.IdempotencyKey, j.owner, when)
+	}
+}
+
+// settled stops renewing j's claim: it is released or marked done.
+func (c *claims) settled(j *job) {
+	if c.keeper != nil {
+		c.keeper.drop(j.claim)
+	}
 }
 
 // claimAll claims every job of batch that can run in one round trip.
@@ -45,15 +60,19 @@ func (c *claims) claimAll(ctx context.Context, batch []*job) {
 	}
 	now := time.Now()
 	for i, res := range c.store.ClaimAll(ctx, reqs, c.lease) {
-		picked[i].claimed, picked[i].status, picked[i].cerr = true, res.Status, res.Err
-		picked[i].claimedAt = now
+		j := picked[i]
+		j.claimed, j.status, j.cerr, j.claimedAt = true, res.Status, res.Err, now
+		if j.ownClaim() {
+			c.hold(j, now)
+		}
 	}
 }
 
-// release gives up a claim, so that the message can run elsewhere at once
-// instead of after the lease.
-func (c *claims) release(ctx context.Context, key, owner string) {
-	if err := c.store.Release(ctx, key, owner); err != nil && !errors.Is(err, dedupe.ErrNotOwner) {
+// release gives up j's claim, so that the message can run elsewhere at
+// once instead of after the lease.
+func (c *claims) release(ctx context.Context, j *job) {
+	c.settled(j)
+	if err := c.store.Release(ctx, j.d.IdempotencyKey, j.owner); err != nil && !errors.Is(err, dedupe.ErrNotOwner) {
 		c.log.Warn("dedupe release failed; the claim expires with its lease", zap.Error(err))
 	}
 }
@@ -62,7 +81,7 @@ func (c *claims) release(ctx context.Context, key, owner string) {
 // that will not run.
 func (c *claims) releaseUnstarted(ctx context.Context, j *job) {
 	if c != nil && j.ownClaim() {
-		c.release(ctx, j.d.IdempotencyKey, j.owner)
+		c.release(ctx, j)
 	}
 }
 
@@ -174,4 +193,20 @@ func releaseContext(hctx context.Context) (context.Context, context.CancelFunc) 
 		return hctx, func() {}
 	}
 	return context.WithTimeout(context.WithoutCancel(hctx), lateReleaseTimeout)
+}
+
+// keeperOf is the keeper renewing c's claims, nil without one.
+func (c *claims) keeperOf() *keeper {
+	if c == nil {
+		return nil
+	}
+	return c.keeper
+}
+
+// lostReason says why j's claim was gone when its done mark was stored.
+func (c *claims) lostReason(j *job) string {
+	if c.keeper == nil {
+		return "the claim was lost or expired"
+	}
+	return c.keeper.lostReason(j.claim)
 }

@@ -26,6 +26,7 @@ type job struct {
 	owner     string
 	status    dedupe.Status
 	cerr      error
+	claim     *heldClaim // renewed by the route's keeper while held
 
 	// holds: the claim is this job's until it is settled; release it once
 	// what replaces the message is stored. markDone: the handler

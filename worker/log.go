@@ -56,10 +56,11 @@ var eventMessage = map[Outcome]string{
 // debug level so that a busy worker's log stays readable.
 func logEvent(log *zap.Logger, j *job, res result, took time.Duration) {
 	level := zapcore.InfoLevel
-	switch res.Outcome {
-	case OutcomeAck:
+	switch {
+	case res.Outcome == OutcomeAck, res.Kind == KindInProgress && res.Outcome == OutcomeRetry:
+		// A copy waiting for its message to finish elsewhere is routine.
 		level = zapcore.DebugLevel
-	case OutcomeDeadLetter, OutcomeRequeue:
+	case res.Outcome == OutcomeDeadLetter, res.Outcome == OutcomeRequeue:
 		level = zapcore.WarnLevel
 	}
 	ce := log.Check(level, eventMessage[res.Outcome])

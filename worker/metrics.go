@@ -18,6 +18,7 @@ type metrics struct {
 	retries    *prometheus.CounterVec
 	deadLetter *prometheus.CounterVec
 	duplicates *prometheus.CounterVec
+	inProgress *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -47,11 +48,15 @@ func newMetrics() *metrics {
 			Name: "warren_duplicates_total",
 			Help: "Duplicates acked without running the handler, by queue.",
 		}, []string{"queue"}),
+		inProgress: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_in_progress_total",
+			Help: "Copies that found their message in progress elsewhere and went round a delay tier without spending an attempt, by queue.",
+		}, []string{"queue"}),
 	}
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.messages, m.duration, m.inFlight, m.retries, m.deadLetter, m.duplicates} {
+	for _, c := range []prometheus.Collector{m.messages, m.duration, m.inFlight, m.retries, m.deadLetter, m.duplicates, m.inProgress} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -86,6 +91,9 @@ func (q *queueMetrics) observe(res result, took time.Duration) {
 	switch res.Outcome {
 	case OutcomeRetry:
 		q.m.retries.WithLabelValues(q.queue, retry.FormatDelay(res.Delay)).Inc()
+		if res.Kind == KindInProgress {
+			q.m.inProgress.WithLabelValues(q.queue).Inc()
+		}
 	case OutcomeDeadLetter:
 		q.m.deadLetter.WithLabelValues(q.queue, res.Reason).Inc()
 	case OutcomeDuplicate:

@@ -37,10 +37,12 @@ type pipeline struct {
 	settler *settler
 	fin     *finisher // nil unless dedupe is on
 
-	wg       sync.WaitGroup // handlers and intake
-	finWG    sync.WaitGroup
-	stopping chan struct{} // closed when the drain begins
-	stopOnce sync.Once
+	wg         sync.WaitGroup // handlers and intake
+	finWG      sync.WaitGroup
+	keeperWG   sync.WaitGroup
+	stopKeeper context.CancelFunc // nil without dedupe
+	stopping   chan struct{}      // closed when the drain begins
+	stopOnce   sync.Once
 }
 
 // pipelineConfig is what a route's pipeline is built from.
@@ -74,7 +76,7 @@ func newPipeline(c pipelineConfig) *pipeline {
 	p.settler = &settler{queue: r.Queue, copier: copier{queue: r.Queue, handler: r.Name, host: c.host},
 		copies: c.copies, claims: c.claims, log: c.log}
 	if c.claims != nil {
-		p.fin = newFinisher(&finisher{store: c.claims.store, ttl: c.ttl, log: c.log, health: c.health, complete: p.complete}, r.Prefetch)
+		p.fin = newFinisher(&finisher{store: c.claims.store, claims: c.claims, ttl: c.ttl, log: c.log, health: c.health, complete: p.complete}, r.Prefetch)
 	}
 	return p
 }
@@ -84,6 +86,14 @@ func (p *pipeline) start(hctx context.Context) {
 	if p.fin != nil {
 		p.finWG.Add(1)
 		go func() { defer p.finWG.Done(); p.fin.run(hctx) }()
+	}
+	if k := p.intake.claims.keeperOf(); k != nil {
+		// The claims are renewed until every job is settled, also after
+		// the drain ran out of time and cancelled hctx.
+		kctx, cancel := context.WithCancel(context.WithoutCancel(hctx))
+		p.stopKeeper = cancel
+		p.keeperWG.Add(1)
+		go func() { defer p.keeperWG.Done(); k.run(kctx) }()
 	}
 	if p.intake.claims == nil {
 		// Nothing to claim: handlers take deliveries as the consumer
@@ -182,10 +192,15 @@ func (p *pipeline) wait() {
 	}
 }
 
-// close stops the consumer, waits for the handlers and flushes the acks.
+// close stops the consumer, waits for the handlers and the finisher,
+// stops renewing claims and flushes the acks.
 func (p *pipeline) close() {
 	p.stop()
 	p.wait()
 	p.finWG.Wait()
+	if p.stopKeeper != nil {
+		p.stopKeeper()
+		p.keeperWG.Wait()
+	}
 	_ = p.src.Close()
 }

@@ -91,7 +91,7 @@ func (s *settler) releaseHeld(hctx context.Context, j *job) {
 	j.holds = false
 	rctx, cancel := releaseContext(hctx)
 	defer cancel()
-	s.claims.release(rctx, j.d.IdempotencyKey, j.owner)
+	s.claims.release(rctx, j)
 }
 
 // copyFailed handles a retry copy or dead letter that the broker did not

@@ -128,4 +128,3 @@ func checkTLSPair(certField, keyField string, f tlsconf.Files) error {
 	}
 	return nil
 }
-
