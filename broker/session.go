@@ -227,7 +227,7 @@ func (s *session) run(closed <-chan *amqp.Error) {
 	retire := s.retire
 	for {
 		select {
-		case <-closed:
+		case <-closed: //nolint:errcheck // why it closed is logged by the consumer
 			s.mu.Lock()
 			s.timer.Stop()
 			if !s.dead {

@@ -247,7 +247,7 @@ func TestParseDelays(t *testing.T) {
 }
 
 func TestExponential(t *testing.T) {
-	maxMs := time.Duration(math.MaxInt64/int64(ms)) * ms
+	maxDelay := time.Duration(math.MaxInt64/int64(ms)) * ms
 	tests := []struct {
 		name   string
 		base   time.Duration
@@ -263,8 +263,8 @@ func TestExponential(t *testing.T) {
 		{"sub ms base", 300 * time.Microsecond, 2, 4, 0, ds(ms, 2*ms)},
 		{"factor one", time.Second, 1, 10, 0, ds(time.Second)},
 		{"max rounded", time.Second, 2, 3, 1500*ms + 600*time.Microsecond, ds(time.Second, 1501*ms)},
-		{"overflow", time.Hour, math.Inf(1), 3, 0, ds(time.Hour, maxMs)},
-		{"huge cap", time.Hour, 1e30, 5, math.MaxInt64, ds(time.Hour, maxMs)},
+		{"overflow", time.Hour, math.Inf(1), 3, 0, ds(time.Hour, maxDelay)},
+		{"huge cap", time.Hour, 1e30, 5, math.MaxInt64, ds(time.Hour, maxDelay)},
 		{"negative cap is none", time.Second, 2, 2, -time.Second, ds(time.Second, 2*time.Second)},
 		{"n zero", time.Second, 2, 0, 0, nil},
 		{"n negative", time.Second, 2, -1, 0, nil},

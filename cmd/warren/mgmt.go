@@ -20,7 +20,7 @@ func listDLQs(ctx context.Context, raw string) ([]string, error) {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(raw, "/")+"/api/queues?columns=name", nil)
 	if err != nil {
-		return nil, fmt.Errorf("management url %s: %v", redact.URL(raw), redact.Error(err, raw))
+		return nil, fmt.Errorf("management url %s: %w", redact.URL(raw), redact.Error(err, raw))
 	}
 	if u.User != nil {
 		pw, _ := u.User.Password()
