@@ -63,8 +63,7 @@ func bridge(execLine, url string) (worker.Handler, error) {
 	case execLine != "" && url != "":
 		return nil, errors.New("run: give -exec or -http, not both")
 	case execLine != "":
-		argv := strings.Fields(execLine)
-		return &execHandler{argv: argv}, nil
+		return newExecHandler(strings.Fields(execLine))
 	case url != "":
 		return newHTTPHandler(url)
 	}
