@@ -56,7 +56,7 @@ func (h *execHandler) Handle(ctx context.Context, d *worker.Delivery) error {
 	defer life.cut()
 	args := append([]string{guardCommand, "--"}, h.argv...)
 	cmd := exec.CommandContext(ctx, h.self, args...)
-	cmd.Args[0] = "warren" // as ps shows it, rather than /proc/self/exe
+	cmd.Args[0] = "warren"              // as ps shows it, rather than /proc/self/exe
 	cmd.ExtraFiles = []*os.File{life.r} // the guard's lifelineFD
 	// The guard and the command each get a process group of their own: a
 	// Ctrl-C in a terminal reaches warren (which drains) rather than the
