@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/dedupe"
 	"github.com/warrenmq/warren/worker"
 )
 
@@ -48,6 +50,9 @@ func runCmd(ctx context.Context, args []string, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// What the AMQP and Redis clients log goes through the worker's logger.
+	defer broker.RouteClientLogs(w.Logger())()
+	defer dedupe.RouteClientLogs(w.Logger())()
 	err = w.Handle(worker.Route{
 		Queue: *queue, Exchange: *exchange, ExchangeKind: *kind, BindingKeys: keys,
 		Concurrency: *conc, Timeout: *timeout, Handler: h,
