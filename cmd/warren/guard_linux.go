@@ -55,13 +55,10 @@ func killDescendants() {
 	deadline := time.Now().Add(descendantsWait)
 	self := os.Getpid()
 	for {
-		for _, pid := range childrenOf(self) {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
 		for {
 			pid, err := syscall.Wait4(-1, nil, syscall.WNOHANG, nil)
 			if errors.Is(err, syscall.ECHILD) {
-				return
+				return // the usual case at once: no child left
 			}
 			if err != nil || pid <= 0 {
 				break
@@ -69,6 +66,9 @@ func killDescendants() {
 		}
 		if time.Now().After(deadline) {
 			return
+		}
+		for _, pid := range childrenOf(self) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
