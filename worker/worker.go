@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/dedupe"
 )
 
 // ErrNotRunning is returned by Publish when Run has not connected yet or
@@ -140,6 +141,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	defer w.end()
+	// The clients' own log lines go to this run's logger until it returns.
+	defer broker.RouteClientLogs(w.log)()
+	defer dedupe.RouteClientLogs(w.log)()
 	w.log.Info("starting", append(w.cfg.logFields(), zap.Int("routes", len(routes)))...)
 	w.warnConsumerTimeout(routes)
 	srv, err := w.startServers(w.reg)
