@@ -27,7 +27,8 @@
 # Inside the root (paths below are inside it):
 #   node name rabbit4@localhost; AMQP 127.0.0.1:5673; distribution port 25673;
 #   its own epmd on 127.0.0.1:4370 (ERL_EPMD_PORT), so stopping it never affects the host's
-#   epmd on 4369; distribution on 127.0.0.1 only; config /etc/warren-rabbit4/rabbitmq.conf;
+#   epmd on 4369; distribution on 127.0.0.1 only; config /etc/warren-rabbit4/rabbitmq.conf
+#   and advanced.config (consumer timeouts checked every second: channel_tick_interval);
 #   data /var/lib/warren-rabbit4/<node> (RABBITMQ_MNESIA_BASE), logs /var/log/warren-rabbit4
 #   (<node>.log); no plugins; run as root inside the root (Debian's wrappers that switch to
 #   the rabbitmq user are bypassed: /usr/lib/rabbitmq/bin comes first on PATH).
@@ -159,6 +160,7 @@ in_root() {
 		ERL_EPMD_ADDRESS=127.0.0.1
 		RABBITMQ_CONFIG_FILE=/etc/warren-rabbit4/rabbitmq.conf
 		RABBITMQ_ENABLED_PLUGINS_FILE=/etc/warren-rabbit4/enabled_plugins
+		RABBITMQ_ADVANCED_CONFIG_FILE=/etc/warren-rabbit4/advanced.config
 		RABBITMQ_MNESIA_BASE=/var/lib/warren-rabbit4
 		RABBITMQ_LOG_BASE=/var/log/warren-rabbit4
 		RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
@@ -176,6 +178,12 @@ write_config() {
 # Written by scripts/rabbitmq4.sh; rewritten on every start.
 listeners.tcp.local = 127.0.0.1:$PORT
 loopback_users.guest = true
+EOF
+	# Consumer timeouts are checked on the channel's tick (60s by default):
+	# every second, so that a test of a short timeout ends soon.
+	cat >"$ROOT/etc/warren-rabbit4/advanced.config" <<EOF
+%% Written by scripts/rabbitmq4.sh; rewritten on every start.
+[{rabbit, [{channel_tick_interval, 1000}]}].
 EOF
 }
 
