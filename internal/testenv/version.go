@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // Version is the test broker's version as it announces it ("3.10.8",
@@ -56,4 +58,13 @@ func Rabbitmqctl(t testing.TB, args ...string) (string, error) {
 	}
 	out, err := exec.Command(argv[0], append(argv[1:], args...)...).CombinedOutput()
 	return string(out), err
+}
+
+// Channel opens a channel on the admin connection, closed at the end of
+// the test.
+func (a *Admin) Channel() *amqp.Channel {
+	a.t.Helper()
+	ch := a.channel()
+	a.t.Cleanup(func() { _ = ch.Close() })
+	return ch
 }
