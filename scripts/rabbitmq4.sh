@@ -9,6 +9,9 @@
 #                                      eval "$(bash scripts/rabbitmq4.sh env)"
 #   bash scripts/rabbitmq4.sh exec CMD [ARGS...]
 #                                      run CMD inside the root with the node's environment
+#   bash scripts/rabbitmq4.sh test [go test args]
+#                                      `up`, then scripts/test.sh on the packages that talk to
+#                                      the broker ($WARREN_RMQ4_PKGS), against this node
 #
 # Debian 12's rabbitmq-server is 3.10; Debian 13's (trixie) is 4.0 with Erlang 27. `up`
 # builds a Debian 13 root with debootstrap (minbase, from the mirror of this machine's
@@ -23,6 +26,9 @@
 #   WARREN_RMQ4_MIRROR  [the first deb.debian.org-style URI of /etc/apt/sources.list*]
 #   WARREN_RMQ4_PORT    [5673]   AMQP port
 #   WARREN_RMQ4_TIMEOUT [180]    seconds to wait for the node to answer AMQP after a start
+#   WARREN_RMQ4_PKGS    [./broker/ ./worker/ ./cmd/warren/ ./examples/ ./internal/...]
+#                                the packages `test` runs (the internal ones without a broker
+#                                finish at once)
 #
 # Inside the root (paths below are inside it):
 #   node name rabbit4@localhost; AMQP 127.0.0.1:5673; distribution port 25673;
@@ -170,6 +176,9 @@ in_root() {
 	while IFS= read -r v; do
 		envs+=("$v")
 	done < <(env | grep -E '^(RABBITMQ|ERL)_[A-Za-z0-9_]*=' || true)
+	if [[ "${IN_ROOT_EXEC:-}" == 1 ]]; then
+		exec chroot "$ROOT" /usr/bin/env -i "${envs[@]}" "$@"
+	fi
 	chroot "$ROOT" /usr/bin/env -i "${envs[@]}" "$@"
 }
 
@@ -265,11 +274,28 @@ cmd_exec() {
 	need_root
 	root_complete || die "no root yet: run 'bash scripts/rabbitmq4.sh up' first"
 	mount_proc
-	in_root "$@"
+	# The command replaces this script: a caller that started it owns it.
+	IN_ROOT_EXEC=1 in_root "$@"
+}
+
+cmd_test() {
+	local start=$SECONDS url rc=0
+	url="$(cmd_up | tail -n 1)"
+	say "rabbitmq4: the suite against RabbitMQ 4 at $url"
+	WARREN_TEST_AMQP_URL="$url" \
+		WARREN_TEST_RABBITMQCTL="bash $HERE/rabbitmq4.sh exec rabbitmqctl" \
+		WARREN_TEST_PKGS="${WARREN_RMQ4_PKGS:-./broker/ ./worker/ ./cmd/warren/ ./examples/ ./internal/...}" \
+		bash "$HERE/test.sh" "$@" || rc=$?
+	say "rabbitmq4: the suite against RabbitMQ 4 took $((SECONDS - start))s (rc=$rc)"
+	return "$rc"
 }
 
 case "${1:-}" in
 up) cmd_up ;;
+test)
+	shift
+	cmd_test "$@"
+	;;
 down) cmd_down ;;
 status) cmd_status ;;
 env) cmd_env ;;
@@ -279,7 +305,7 @@ exec)
 	cmd_exec "$@"
 	;;
 *)
-	say "usage: $0 up|down|status|env|exec CMD..." >&2
+	say "usage: $0 up|down|status|env|test [go test args]|exec CMD..." >&2
 	exit 2
 	;;
 esac
