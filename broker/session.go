@@ -61,6 +61,7 @@ type session struct {
 	armed   bool
 	retired bool
 
+	cancels   <-chan string // a server's basic.cancel of the subscription
 	deadCh    chan struct{} // closed when the channel is gone
 	delivered atomic.Uint64 // highest tag handed out
 	retire    chan struct{} // close the channel once everything is settled
@@ -81,6 +82,17 @@ func newSession(ch *amqp.Channel, wire ackWire, log *zap.Logger, batch int) *ses
 	s.timer = time.AfterFunc(time.Hour, s.onTimer)
 	s.timer.Stop()
 	return s
+}
+
+// serverCancelled reports whether the broker cancelled the subscription
+// (basic.cancel), as opposed to closing the channel.
+func (s *session) serverCancelled() bool {
+	select {
+	case _, ok := <-s.cancels:
+		return ok
+	default:
+		return false
+	}
 }
 
 func (s *session) isDead() bool {

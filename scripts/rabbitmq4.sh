@@ -284,6 +284,7 @@ cmd_test() {
 	say "rabbitmq4: the suite against RabbitMQ 4 at $url"
 	WARREN_TEST_AMQP_URL="$url" \
 		WARREN_TEST_RABBITMQCTL="bash $HERE/rabbitmq4.sh exec rabbitmqctl" \
+		WARREN_TEST_RABBITMQ4="$HERE/rabbitmq4.sh" \
 		WARREN_TEST_PKGS="${WARREN_RMQ4_PKGS:-./broker/ ./worker/ ./cmd/warren/ ./examples/ ./internal/...}" \
 		bash "$HERE/test.sh" "$@" || rc=$?
 	say "rabbitmq4: the suite against RabbitMQ 4 took $((SECONDS - start))s (rc=$rc)"

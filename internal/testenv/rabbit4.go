@@ -49,7 +49,7 @@ func StartRabbit4(t testing.TB) *Rabbit4 {
 		"RABBITMQ_DIST_PORT="+strconv.Itoa(dist),
 		"RABBITMQ_CONFIG_FILE="+conf,
 	)
-	r.exec("sh", "-c", fmt.Sprintf("printf 'listeners.tcp.local = 127.0.0.1:%d\\n' > %s && rm -rf /var/lib/warren-rabbit4/%s", port, conf, r.node))
+	r.exec("sh", "-c", r.removeFiles(conf)+fmt.Sprintf(" && printf 'listeners.tcp.local = 127.0.0.1:%d\\n' > %s", port, conf))
 	r.cmd = exec.Command("bash", script, "exec", "rabbitmq-server")
 	r.cmd.Env = r.env
 	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
@@ -79,6 +79,12 @@ func StartRabbit4(t testing.TB) *Rabbit4 {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// removeFiles is a shell command that removes the node's config, data
+// and logs (node names are letters, digits and @).
+func (r *Rabbit4) removeFiles(conf string) string {
+	return fmt.Sprintf("rm -rf %s /var/lib/warren-rabbit4/%s* /var/log/warren-rabbit4/%s*", conf, r.node, r.node)
 }
 
 // URL is the node's AMQP URL.
@@ -114,7 +120,7 @@ func (r *Rabbit4) stop(conf string) {
 		_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
 		<-r.exited
 	}
-	cmd = exec.Command("bash", r.script, "exec", "rm", "-rf", conf, "/var/lib/warren-rabbit4/"+r.node)
+	cmd = exec.Command("bash", r.script, "exec", "sh", "-c", r.removeFiles(conf))
 	cmd.Env = r.env
 	_ = cmd.Run()
 }
