@@ -51,7 +51,9 @@
 #   bash scripts/rabbitmq4.sh exec rabbitmqctl stop_app   # then join_cluster rabbit4@localhost ...
 #
 # The config file's listener decides the AMQP port (listeners.tcp.local = 127.0.0.1:PORT);
-# each node keeps its data in its own folder under RABBITMQ_MNESIA_BASE.
+# each node keeps its data in its own folder under RABBITMQ_MNESIA_BASE. A worked example,
+# a private node per test with its own limits: StartRabbit4 in internal/testenv/rabbit4.go
+# (`test` sets WARREN_TEST_RABBITMQ4 to this script for it).
 # `down` stops the default node only; stop the others with `exec rabbitmqctl stop`.
 set -euo pipefail
 
@@ -280,7 +282,8 @@ cmd_exec() {
 
 cmd_test() {
 	local start=$SECONDS url rc=0
-	url="$(cmd_up | tail -n 1)"
+	cmd_up
+	url="$(cmd_env_url)"
 	say "rabbitmq4: the suite against RabbitMQ 4 at $url"
 	WARREN_TEST_AMQP_URL="$url" \
 		WARREN_TEST_RABBITMQCTL="bash $HERE/rabbitmq4.sh exec rabbitmqctl" \
