@@ -121,6 +121,12 @@ build_root() {
 	rm -rf "$part"
 	if [[ -d "$ROOT" ]]; then
 		err "removing the incomplete or outdated root $ROOT"
+		if mountpoint -q "$ROOT/proc"; then
+			# A node of an older recipe may still run from it.
+			timeout 120 chroot "$ROOT" /usr/bin/env -i PATH=/usr/lib/rabbitmq/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+				HOME=/var/lib/rabbitmq RABBITMQ_NODENAME="$NODE" ERL_EPMD_PORT="$EPMD_PORT" \
+				sh -c 'rabbitmqctl -q stop; epmd -kill' >/dev/null 2>&1 || true
+		fi
 		unmount_under "$ROOT"
 		rm -rf "$ROOT"
 	fi
