@@ -41,7 +41,8 @@
 #
 # More nodes on the same root (e.g. a 4.0 cluster): `exec` passes every RABBITMQ_* and
 # ERL_* variable of the caller through, over the defaults above, and runs CMD with
-# chroot. A second node with its own name, ports and data directory (same epmd, same
+# chroot (up, down, status and test ignore such variables: they are about the default
+# node). A second node with its own name, ports and data directory (same epmd, same
 # cookie, so they can be clustered):
 #
 #   export RABBITMQ_NODENAME=rabbit4b@localhost RABBITMQ_NODE_PORT=5674 RABBITMQ_DIST_PORT=25674
@@ -299,6 +300,22 @@ cmd_test() {
 	say "rabbitmq4: the suite against RabbitMQ 4 took $((SECONDS - start))s (rc=$rc)"
 	return "$rc"
 }
+
+# default_node_only: up, down, status and test are about the default node; a
+# RABBITMQ_* or ERL_* variable meant for another broker (the host's 3.10 one,
+# say) must not reach it.
+default_node_only() {
+	local v
+	for v in $(compgen -e); do
+		case "$v" in
+		RABBITMQ_* | ERL_*) unset "$v" ;;
+		esac
+	done
+}
+
+case "${1:-}" in
+up | down | status | test) default_node_only ;;
+esac
 
 case "${1:-}" in
 up) cmd_up ;;
