@@ -61,6 +61,7 @@ type session struct {
 	armed   bool
 	retired bool
 
+	cancels   <-chan string // a server's basic.cancel of the subscription
 	deadCh    chan struct{} // closed when the channel is gone
 	delivered atomic.Uint64 // highest tag handed out
 	retire    chan struct{} // close the channel once everything is settled
@@ -92,6 +93,17 @@ func (s *session) Nack(tag uint64, requeue bool) error {
 		return s.settle(tag, settleRequeue)
 	}
 	return s.settle(tag, settleReject)
+}
+
+// serverCancelled reports whether the broker cancelled the subscription
+// (basic.cancel), as opposed to closing the channel.
+func (s *session) serverCancelled() bool {
+	select {
+	case _, ok := <-s.cancels:
+		return ok
+	default:
+		return false
+	}
 }
 
 func (s *session) isDead() bool {
