@@ -38,6 +38,7 @@ func TestPipelineRetryCopyNotStored(t *testing.T) {
 		{"nacked", broker.ErrNacked, settledRequeue, nil, false},
 		{"unroutable", &broker.UnroutableError{RoutingKey: "q.retry.1s", ReplyCode: 312, ReplyText: "NO_ROUTE"}, settledRequeue, nil, true},
 		{"refused", refused, settledAckNow, []string{"q.dlq"}, false},
+		{"too large", &broker.MessageTooLargeError{Size: 17 << 20, Limit: 16 << 20, Err: refused}, settledReject, nil, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

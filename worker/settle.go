@@ -98,16 +98,27 @@ func (s *settler) releaseHeld(hctx context.Context, j *job) {
 // confirm. The original is never acked then:
 //   - its target queue is gone (unroutable): the topology is declared
 //     again and the message requeued, to be tried again;
-//   - the broker refused the copy itself (too large, say): a retry becomes
-//     a dead letter, and a dead letter falls back to the broker's own
-//     dead-lettering (a reject, which the queue routes to its .dlq);
+//   - the message is over the broker's max_message_size: no copy of it
+//     can be stored, so it goes to the broker's own dead-lettering at once
+//     (a reject, which the queue routes to its .dlq, unchanged), reason
+//     too_large;
+//   - the broker refused the copy itself otherwise: a retry becomes a
+//     dead letter, and a dead letter falls back to the broker's own
+//     dead-lettering (a reject);
 //   - anything else (a lost connection, a timeout): it is requeued.
 func (s *settler) copyFailed(hctx context.Context, j *job, res result, err error) result {
 	s.log.Warn("storing the message's copy failed", append(messageFields(j.d), zap.String("copy", string(res.Outcome)), zap.Error(err))...)
 	var (
 		ce *broker.ChannelError
 		ue *broker.UnroutableError
+		tl *broker.MessageTooLargeError
 	)
+	if errors.As(err, &tl) {
+		defer s.releaseHeld(hctx, j)
+		res.Outcome, res.Reason, res.err = OutcomeDeadLetter, KindTooLarge, errors.Join(res.err, err)
+		j.stale = errors.Is(j.bd.Nack(false), broker.ErrStale)
+		return res
+	}
 	if errors.As(err, &ce) && res.Outcome == OutcomeRetry {
 		// The broker refused the copy itself: keep it as a dead letter.
 		dl := result{Decision: Decision{Outcome: OutcomeDeadLetter, Kind: res.Kind, Reason: KindUnpublished}, err: errors.Join(res.err, err)}
