@@ -20,8 +20,8 @@ import (
 // TestCopyOverSizeLimit: a message already in a queue that is larger than
 // the broker's max_message_size (it was published before the limit was
 // lowered: an upgrade from 3.x's 128 MiB to 4.x's 16 MiB does that) fails
-// its handler. The retry copy is refused for its size, so it becomes a dead
-// letter; the dead letter is refused too, so the original is rejected and
+// its handler. The retry copy is refused for its size; no copy of it can be
+// stored, so the original is rejected (reason too_large) and
 // the queue's own dead-lettering moves it, body unchanged, to the .dlq.
 // Nothing is lost, nothing loops, the handler runs once. On a private
 // RabbitMQ 4 node, whose limit the test lowers.
