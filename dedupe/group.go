@@ -104,7 +104,7 @@ func (s *RedisStore) runGrouped(ctx context.Context, script *redis.Script, keys 
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	g := grouped{script: script, client: s.client, keys: keys, shared: shared, owners: owners, replies: replies, errs: errs}
+	g := grouped{script: script, client: s.client, keys: keys, shared: shared, owners: owners, replies: replies, errs: errs, note: s.noteError}
 	bySlot := s.groupsBySlot()
 	refused := g.send(ctx, keyGroups(keys, bySlot))
 	if len(refused) > 0 && !bySlot {
@@ -137,6 +137,7 @@ type grouped struct {
 	owners  []string
 	replies []int64
 	errs    []error
+	note    func(context.Context, error) // RedisStore.noteError
 }
 
 // send runs one script call per group, in one pipeline, and writes the
@@ -171,6 +172,7 @@ func (g *grouped) send(ctx context.Context, groups [][]int) (crossSlot []int) {
 			crossSlot = append(crossSlot, gr...)
 			continue
 		}
+		g.note(ctx, err)
 		for k, i := range gr {
 			if err != nil {
 				g.errs[i] = err

@@ -117,6 +117,7 @@ func (s *RedisStore) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
 	if err := s.client.Ping(ctx).Err(); err != nil {
+		s.noteError(ctx, err)
 		return fmt.Errorf("dedupe: ping: %w", err)
 	}
 	return nil
@@ -160,6 +161,7 @@ func (s *RedisStore) run(ctx context.Context, script *redis.Script, op, key stri
 		n, err = script.Run(ctx, s.client, []string{key}, args...).Int64()
 	}
 	if err != nil {
+		s.noteError(ctx, err)
 		return 0, opError(op, key, err)
 	}
 	return n, nil
@@ -191,18 +193,15 @@ func (s *RedisStore) ClaimAll(ctx context.Context, reqs []Ref, lease time.Durati
 		}
 		return res
 	}
-	taken, err := s.setNX(ctx, reqs, good, lease)
-	if err != nil {
-		for _, i := range good {
-			res[i].Err = opError(opClaim, reqs[i].Key, err)
-		}
-		return res
-	}
+	taken, errs := s.setNX(ctx, reqs, good, lease)
 	var rest []int
 	for k, i := range good {
-		if taken[k] {
+		switch {
+		case errs[k] != nil:
+			res[i].Err = opError(opClaim, reqs[i].Key, errs[k])
+		case taken[k]:
 			res[i].Status = Claimed
-		} else {
+		default:
 			rest = append(rest, i)
 		}
 	}
@@ -224,8 +223,9 @@ func (s *RedisStore) ClaimAll(ctx context.Context, reqs []Ref, lease time.Durati
 }
 
 // setNX claims the requests at idx with SET NX PX in one pipeline and
-// reports which were free.
-func (s *RedisStore) setNX(ctx context.Context, reqs []Ref, idx []int, lease time.Duration) ([]bool, error) {
+// reports which were free, or each one's error: on Cluster a node that
+// is down fails its own keys only.
+func (s *RedisStore) setNX(ctx context.Context, reqs []Ref, idx []int, lease time.Duration) ([]bool, []error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
 	pipe := s.client.Pipeline()
@@ -233,14 +233,17 @@ func (s *RedisStore) setNX(ctx context.Context, reqs []Ref, idx []int, lease tim
 	for k, i := range idx {
 		cmds[k] = pipe.SetNX(ctx, reqs[i].Key, valueProcessingPrefix+reqs[i].Owner, max(lease, time.Millisecond))
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, err
-	}
+	_, _ = pipe.Exec(ctx)
 	taken := make([]bool, len(idx))
+	errs := make([]error, len(idx))
 	for k, c := range cmds {
-		taken[k] = c.Val()
+		taken[k], errs[k] = c.Result()
+		if errors.Is(errs[k], redis.Nil) {
+			taken[k], errs[k] = false, nil
+		}
+		s.noteError(ctx, errs[k])
 	}
-	return taken, nil
+	return taken, errs
 }
 
 // MarkDoneAll implements BatchStore: markDoneAllScript, one call per
@@ -284,4 +287,20 @@ func (s *RedisStore) eachGrouped(ctx context.Context, script *redis.Script, reqs
 	for k, i := range idx {
 		answer(i, replies[k], errs[k])
 	}
+}
+
+// noteError reacts to a failed call. On Cluster, a node that cannot be
+// reached (killed, partitioned) or a cluster that says it is down or busy
+// moving slots makes the client load the slot map again: go-redis does so
+// by itself after MOVED, ASK and READONLY replies, but not after a
+// connection failure, so that without this the slots of a killed master
+// would keep going to it until the periodic reload (a minute) even though
+// a replica took over within seconds. Loads are shared and spaced by
+// go-redis.
+func (s *RedisStore) noteError(ctx context.Context, err error) {
+	cc, ok := s.client.(*redis.ClusterClient)
+	if !ok || err == nil || !Unavailable(err) {
+		return
+	}
+	cc.ReloadState(ctx)
 }

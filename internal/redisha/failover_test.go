@@ -97,6 +97,25 @@ func watchReady(w *worker.Worker) (*readiness, func()) {
 	return r, func() { cancel(); <-done }
 }
 
+// timeline describes the changes relative to t0, the first max of them.
+func (r *readiness) timeline(t0 time.Time, max int) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var b strings.Builder
+	for i, c := range r.changes {
+		if i == max {
+			fmt.Fprintf(&b, " ... (%d changes)", len(r.changes))
+			break
+		}
+		state := "ready"
+		if !c.ready {
+			state = "NOT ready"
+		}
+		fmt.Fprintf(&b, " +%s %s;", c.at.Sub(t0).Round(time.Millisecond), state)
+	}
+	return b.String()
+}
+
 // summary returns how often readiness went false, the time it spent
 // false in all, and the longest single stretch.
 func (r *readiness) summary() (flips int, total, longest time.Duration) {
@@ -282,6 +301,7 @@ func failoverRun(t *testing.T, url string, f fault) {
 	if f.outage && flips == 0 {
 		t.Errorf("%s: readiness never went false while the master was down", f.name)
 	}
+	t.Logf("%s: readiness (times from the fault's start):%s", f.name, ready.timeline(faultStart, 60))
 	sort.Strings(dups)
 	t.Logf("%s: %d messages, %d copies; lost %d; duplicate effects %d %v", f.name, numMessages, numMessages, lost, len(dups), dups)
 	fmt.Printf("REDISHA case=%s messages=%d lost=%d duplicate_effects=%d failover=%s not_ready_flips=%d not_ready_total=%s not_ready_longest=%s\n",
