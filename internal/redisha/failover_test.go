@@ -266,8 +266,8 @@ func failoverRun(t *testing.T, url string, f fault) {
 		return n == 0
 	})
 	waitFor(t, 30*time.Second, "the worker to be ready again", w.Ready)
+	stopWatch() // before the worker stops: that makes it not ready too
 	stopWorker()
-	stopWatch()
 	if n := admin.Count(retry.DLQ(queue)); n != 0 {
 		t.Errorf("%d messages were dead-lettered, want 0", n)
 	}
@@ -276,7 +276,8 @@ func failoverRun(t *testing.T, url string, f fault) {
 	// 0 lost; every duplicate effect must come from the failover: its
 	// first run was before the set-up had failed over, so its done mark
 	// (or its claim) was written to the old master and may not have
-	// reached the new one.
+	// reached the new one. Its copy, coming later, found no mark on the
+	// new master and ran again.
 	eff.mu.Lock()
 	defer eff.mu.Unlock()
 	lost := 0
@@ -303,7 +304,8 @@ func failoverRun(t *testing.T, url string, f fault) {
 	}
 	t.Logf("%s: readiness (times from the fault's start):%s", f.name, ready.timeline(faultStart, 60))
 	sort.Strings(dups)
-	t.Logf("%s: %d messages, %d copies; lost %d; duplicate effects %d %v", f.name, numMessages, numMessages, lost, len(dups), dups)
+	t.Logf("%s: %d messages, %d copies; lost %d; duplicate effects %d (done marks or claims written to the old master and lost in the failover) %v",
+		f.name, numMessages, numMessages, lost, len(dups), dups)
 	fmt.Printf("REDISHA case=%s messages=%d lost=%d duplicate_effects=%d failover=%s not_ready_flips=%d not_ready_total=%s not_ready_longest=%s\n",
 		f.name, numMessages, lost, len(dups), faultEnd.Sub(faultStart).Round(time.Millisecond), flips,
 		total.Round(time.Millisecond), longest.Round(time.Millisecond))
@@ -400,6 +402,10 @@ func TestSentinelManualFailover(t *testing.T) {
 			return
 		}
 		t.Logf("sentinel: %s promoted in place of %s", waitNewMaster(t, s, old), old)
+		// Until the sentinels turn the old master into a replica, it
+		// takes writes that the new master never sees: the failover
+		// ends when it refuses them.
+		waitFor(t, time.Minute, "the old master to become a replica", func() bool { return role(old) == "slave" })
 	}})
 }
 
