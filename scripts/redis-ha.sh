@@ -382,7 +382,15 @@ run_tests() {
 	[[ "$(go env CGO_ENABLED)" == 1 ]] || race=()
 	go vet -tags redisha ./internal/redisha/ || rc=$?
 	if ((rc == 0)); then
-		go test "${race[@]}" -count=1 -tags redisha -timeout 15m "$@" ./internal/redisha/ || rc=$?
+		# The full -v log goes to a file; the summary lines (one REDISHA line per
+		# failover run) and every failure are printed.
+		local log="$DIR/test.log"
+		go test "${race[@]}" -count=1 -v -tags redisha -timeout 15m "$@" ./internal/redisha/ >"$log" 2>&1 || rc=$?
+		grep -E '^(--- |REDISHA |ok |FAIL|PASS$|panic:)|^ +[a-z_]+_test\.go:[0-9]+: .*(failed over|promoted|took over|followed)' "$log" || true
+		if ((rc != 0)); then
+			err "the failover tests failed (exit $rc); the end of $log:"
+			grep -v 'pool.go:' "$log" | tail -n 150 >&2 || true
+		fi
 	fi
 	((started_s)) && sentinel_down
 	((started_c)) && cluster_down
