@@ -299,7 +299,7 @@ func (s *RedisStore) eachGrouped(ctx context.Context, script *redis.Script, reqs
 // go-redis.
 func (s *RedisStore) noteError(ctx context.Context, err error) {
 	cc, ok := s.client.(*redis.ClusterClient)
-	if !ok || err == nil || !Unavailable(err) {
+	if !ok || !Unavailable(err) || errors.Is(err, context.Canceled) {
 		return
 	}
 	cc.ReloadState(ctx)

@@ -142,17 +142,17 @@ func (r *readiness) summary() (flips int, total, longest time.Duration) {
 // failed over, and reports whether the worker must have lost Redis for a
 // while (a killed master), so that readiness must flip.
 type fault struct {
-	name    string
-	outage  bool
-	run     func(t *testing.T)
-	healAll func(t *testing.T) // brings the set-up back to healthy
+	name   string
+	outage bool
+	run    func(t *testing.T)
 }
 
 // failoverRun runs a worker with dedupe on against url, publishes every
 // message twice while f strikes, and checks that no message was lost and
 // that every duplicate effect is explained by the failover.
 func failoverRun(t *testing.T, url string, f fault) {
-	haScript(t, "up") // healthy before
+	heal(t)                       // healthy before
+	t.Cleanup(func() { heal(t) }) // and after: what the fault killed runs again
 	ctx := context.Background()
 	queue := testenv.Name(t)
 	admin := testenv.NewAdmin(t)
@@ -271,7 +271,6 @@ func failoverRun(t *testing.T, url string, f fault) {
 	if n := admin.Count(retry.DLQ(queue)); n != 0 {
 		t.Errorf("%d messages were dead-lettered, want 0", n)
 	}
-	f.healAll(t)
 
 	// 0 lost; every duplicate effect must come from the failover: its
 	// first run was before the set-up had failed over, so its done mark
@@ -395,7 +394,7 @@ func heal(t *testing.T) { haScript(t, "up") }
 func TestSentinelManualFailover(t *testing.T) {
 	url := sentinelURL(t)
 	s := sentinelClient(t, url)
-	failoverRun(t, url, fault{name: "sentinel-failover", healAll: heal, run: func(t *testing.T) {
+	failoverRun(t, url, fault{name: "sentinel-failover", run: func(t *testing.T) {
 		old := sentinelMaster(t, s)
 		if err := s.Failover(context.Background(), masterName).Err(); err != nil {
 			t.Errorf("SENTINEL FAILOVER: %v", err)
@@ -412,7 +411,7 @@ func TestSentinelManualFailover(t *testing.T) {
 func TestSentinelKilledMaster(t *testing.T) {
 	url := sentinelURL(t)
 	s := sentinelClient(t, url)
-	failoverRun(t, url, fault{name: "sentinel-kill", outage: true, healAll: heal, run: func(t *testing.T) {
+	failoverRun(t, url, fault{name: "sentinel-kill", outage: true, run: func(t *testing.T) {
 		old := sentinelMaster(t, s)
 		kill(t, old)
 		t.Logf("sentinel: %s promoted in place of %s", waitNewMaster(t, s, old), old)
@@ -440,7 +439,7 @@ func clusterMaster(t *testing.T, url string) (master, replica string) {
 
 func TestClusterManualFailover(t *testing.T) {
 	url := clusterURL(t)
-	failoverRun(t, url, fault{name: "cluster-failover", healAll: heal, run: func(t *testing.T) {
+	failoverRun(t, url, fault{name: "cluster-failover", run: func(t *testing.T) {
 		master, replica := clusterMaster(t, url)
 		c := redis.NewClient(&redis.Options{Addr: replica})
 		defer c.Close()
@@ -455,7 +454,7 @@ func TestClusterManualFailover(t *testing.T) {
 
 func TestClusterKilledMaster(t *testing.T) {
 	url := clusterURL(t)
-	failoverRun(t, url, fault{name: "cluster-kill", outage: true, healAll: heal, run: func(t *testing.T) {
+	failoverRun(t, url, fault{name: "cluster-kill", outage: true, run: func(t *testing.T) {
 		master, replica := clusterMaster(t, url)
 		kill(t, master)
 		waitFor(t, time.Minute, "the replica to take over", func() bool { return role(replica) == "master" })
