@@ -166,7 +166,7 @@ EOF
 sentinel_up() {
 	local p any_sentinel=0 master="" port
 	mkdir -p "$DIR"
-	for p in "${DATA_PORTS[@]}" "${SENTINEL_PORTS[@]}"; do check_port "$p"; done
+	for p in "${DATA_PORTS[@]}" "${SENTINEL_PORTS[@]}"; do check_port "$p" || return 1; done
 	for p in "${SENTINEL_PORTS[@]}"; do
 		if pingable "$p" && [[ -n "$(sentinel_master "$p")" ]]; then
 			any_sentinel=1
@@ -184,24 +184,27 @@ sentinel_up() {
 	fi
 	if ((any_sentinel == 0)); then
 		# No sentinel knows the set: start it afresh, the first data port as master.
-		for p in "${DATA_PORTS[@]}"; do stop_port "$p"; done
+		for p in "${DATA_PORTS[@]}"; do
+			stop_port "$p"
+			rm -f "$DIR/dump-$p.rdb" # written by a replica's full sync
+		done
 		master="${DATA_PORTS[0]}"
-		start_server "$master"
-		for p in "${DATA_PORTS[@]:1}"; do start_server "$p" --replicaof "$HOST" "$master"; done
+		start_server "$master" || return 1
+		for p in "${DATA_PORTS[@]:1}"; do start_server "$p" --replicaof "$HOST" "$master" || return 1; done
 		for p in "${SENTINEL_PORTS[@]}"; do sentinel_conf "$p" "$master"; done
 	else
 		# Restart what is missing: data nodes as replicas of the sentinels' master
 		# (never as an empty master, which would wipe its replicas).
 		for p in "${DATA_PORTS[@]}"; do
 			[[ "$p" == "$master" ]] && continue
-			start_server "$p" --replicaof "$HOST" "$master"
+			start_server "$p" --replicaof "$HOST" "$master" || return 1
 		done
 	fi
 	for p in "${SENTINEL_PORTS[@]}"; do
 		pingable "$p" && continue
 		[[ -f "$DIR/sentinel-$p.conf" ]] || sentinel_conf "$p" "$master"
-		redis-server "$DIR/sentinel-$p.conf" --sentinel >/dev/null
-		wait_for "sentinel on port $p" pingable "$p"
+		redis-server "$DIR/sentinel-$p.conf" --sentinel >/dev/null || return 1
+		wait_for "sentinel on port $p" pingable "$p" || return 1
 	done
 	if ! wait_for "the sentinel set to be healthy" sentinel_healthy; then
 		sentinel_status >&2 || true
@@ -214,7 +217,7 @@ sentinel_up() {
 sentinel_down() {
 	local p
 	for p in "${SENTINEL_PORTS[@]}" "${DATA_PORTS[@]}"; do stop_port "$p"; done
-	rm -f "$DIR"/sentinel-*.conf
+	rm -f "$DIR"/sentinel-*.conf "$DIR"/dump-*.rdb
 	say "sentinel: down"
 }
 
@@ -271,7 +274,7 @@ cluster_up() {
 	local p fresh=1 addrs=()
 	mkdir -p "$DIR"
 	for p in "${CLUSTER_PORTS[@]}"; do
-		check_port "$p"
+		check_port "$p" || return 1
 		[[ -s "$DIR/nodes-$p.conf" ]] && fresh=0
 	done
 	if ((fresh == 0)) && ! cluster_known; then
@@ -280,11 +283,11 @@ cluster_up() {
 	if ((fresh)); then
 		for p in "${CLUSTER_PORTS[@]}"; do
 			stop_port "$p"
-			rm -f "$DIR/nodes-$p.conf"
+			rm -f "$DIR/nodes-$p.conf" "$DIR/dump-$p.rdb"
 		done
 	fi
 	for p in "${CLUSTER_PORTS[@]}"; do
-		cluster_node "$p"
+		cluster_node "$p" || return 1
 		addrs+=("$HOST:$p")
 	done
 	if ((fresh)); then
@@ -323,7 +326,7 @@ cluster_down() {
 	local p
 	for p in "${CLUSTER_PORTS[@]}"; do
 		stop_port "$p"
-		rm -f "$DIR/nodes-$p.conf"
+		rm -f "$DIR/nodes-$p.conf" "$DIR/dump-$p.rdb"
 	done
 	say "cluster: down"
 }
@@ -371,8 +374,12 @@ run_tests() {
 	local started_s=0 started_c=0 rc=0
 	sentinel_healthy || started_s=1
 	cluster_healthy || started_c=1
-	sentinel_up
-	cluster_up
+	if ! sentinel_up || ! cluster_up; then
+		err "the set-ups did not come up; see the logs in $DIR"
+		((started_s)) && sentinel_down
+		((started_c)) && cluster_down
+		return 1
+	fi
 	eval "$(print_env)"
 	cd "$ROOT"
 	if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
