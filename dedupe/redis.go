@@ -271,6 +271,30 @@ func (s *RedisStore) MarkDoneAll(ctx context.Context, reqs []Ref, ttl time.Durat
 	return errs
 }
 
+// ExtendAll implements BatchStore: one script call per group of keys (per
+// hash slot on Cluster), all in one pipeline.
+func (s *RedisStore) ExtendAll(ctx context.Context, reqs []Ref, lease time.Duration) []error {
+	errs := make([]error, len(reqs))
+	var good []int
+	for i, r := range reqs {
+		if errs[i] = checkArgsDuration(opExtend, r.Key, r.Owner, "lease", lease); errs[i] == nil {
+			good = append(good, i)
+		}
+	}
+	s.eachGrouped(ctx, extendAllScript, reqs, good, millis(lease), func(i int, n int64, err error) {
+		key := reqs[i].Key
+		switch {
+		case err != nil:
+			errs[i] = opError(opExtend, key, err)
+		case n == replyWrongType:
+			errs[i] = opError(opExtend, key, ErrNotOwner)
+		default:
+			errs[i] = s.owned(opExtend, key, n, nil)
+		}
+	})
+	return errs
+}
+
 // eachGrouped runs script (a many-keys script) for the requests of reqs
 // at idx through runGrouped, and calls answer with each one's position in
 // reqs and its reply or error.

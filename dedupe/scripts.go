@@ -126,3 +126,21 @@ for i, k in ipairs(KEYS) do
 end
 return out
 `)
+
+// extendAllScript is extendScript for many keys; ARGV[1] is the lease in
+// ms.
+var extendAllScript = redis.NewScript(`
+local out = {}
+for i, k in ipairs(KEYS) do
+  local v = redis.pcall('GET', k)
+  if type(v) == 'table' and v.err then
+    out[i] = -1
+  elseif v ~= 'p:' .. ARGV[i + 1] then
+    out[i] = 0
+  else
+    redis.call('PEXPIRE', k, ARGV[1])
+    out[i] = 1
+  end
+end
+return out
+`)

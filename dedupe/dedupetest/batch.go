@@ -34,6 +34,7 @@ var batchCases = []struct {
 }{
 	{"ClaimAllMixed", testClaimAllMixed},
 	{"MarkDoneAllMixed", testMarkDoneAllMixed},
+	{"ExtendAllMixed", testExtendAllMixed},
 	{"ManyKeysOneSlot", testManyKeysOneSlot},
 	{"ManySlots", testManySlots},
 }
@@ -171,6 +172,16 @@ func (h *batchHarness) claimAndMarkAll(reqs []dedupe.Ref) {
 			h.t.Fatalf("MarkDoneAll by another owner, request %d: %v; want ErrNotOwner", i, err)
 		}
 	}
+	for i, err := range h.store.ExtendAll(ctx, others, longLease) {
+		if !errors.Is(err, dedupe.ErrNotOwner) {
+			h.t.Fatalf("ExtendAll by another owner, request %d: %v; want ErrNotOwner", i, err)
+		}
+	}
+	for i, err := range h.store.ExtendAll(ctx, reqs, longLease) {
+		if err != nil {
+			h.t.Fatalf("ExtendAll, request %d (%q): %v", i, reqs[i].Key, err)
+		}
+	}
 	for i, err := range h.store.MarkDoneAll(ctx, reqs, time.Minute) {
 		if err != nil {
 			h.t.Fatalf("MarkDoneAll, request %d (%q): %v", i, reqs[i].Key, err)
@@ -194,4 +205,36 @@ func matches(err, want error) bool {
 		return err != nil && !errors.Is(err, dedupe.ErrNotOwner)
 	}
 	return errors.Is(err, want)
+}
+
+// testExtendAllMixed: one ExtendAll over owned, foreign, absent, done and
+// invalid requests renews only the owned claims, and changes nothing else.
+func testExtendAllMixed(h *batchHarness) {
+	ctx := h.t.Context()
+	mine, theirs, done := h.key("mine"), h.key("theirs"), h.key("done")
+	h.claim(mine, "a", dedupe.Claimed)
+	h.claim(theirs, "b", dedupe.Claimed)
+	h.claim(done, "a", dedupe.Claimed)
+	if err := h.store.MarkDone(ctx, done, "a", longLease); err != nil {
+		h.t.Fatal(err)
+	}
+	reqs := []dedupe.Ref{{Key: mine, Owner: "a"}, {Key: theirs, Owner: "a"}, {Key: h.key("absent"), Owner: "a"},
+		{Key: done, Owner: "a"}, {Key: "", Owner: "a"}}
+	want := []error{nil, dedupe.ErrNotOwner, dedupe.ErrNotOwner, dedupe.ErrNotOwner, errInvalid}
+	errs := h.store.ExtendAll(ctx, reqs, longLease)
+	if len(errs) != len(reqs) {
+		h.t.Fatalf("ExtendAll gave %d results for %d requests", len(errs), len(reqs))
+	}
+	for i, err := range errs {
+		if !matches(err, want[i]) {
+			h.t.Errorf("request %d (%q, %q): %v, want %v", i, reqs[i].Key, reqs[i].Owner, err, want[i])
+		}
+	}
+	h.claim(mine, "c", dedupe.InProgress)
+	h.claim(theirs, "c", dedupe.InProgress)
+	h.claim(done, "c", dedupe.Done)
+	h.claim(h.key("absent"), "c", dedupe.Claimed)
+	if err := h.store.Extend(ctx, mine, "a", longLease); err != nil {
+		h.t.Fatalf("the renewed claim is no longer a's: %v", err)
+	}
 }
