@@ -277,15 +277,29 @@ func wrapVar(name string, err error) error {
 }
 
 func checkURL(name, raw string, schemes ...string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("%s_%s: %s is not a valid URL", EnvPrefix, name, redact.URL(raw))
+	// A comma-separated list names the nodes of one broker cluster (see
+	// broker.Config.URL): each address is checked, then that they agree.
+	parts := strings.Split(raw, ",")
+	for i, part := range parts {
+		what := redact.URL(strings.TrimSpace(part))
+		if len(parts) > 1 {
+			what = fmt.Sprintf("address %d of %d (%s)", i+1, len(parts), what)
+		}
+		u, err := url.Parse(strings.TrimSpace(part))
+		if err != nil {
+			return fmt.Errorf("%s_%s: %s is not a valid URL", EnvPrefix, name, what)
+		}
+		if err := checkOneOf(name, u.Scheme, schemes...); err != nil {
+			return fmt.Errorf("%s_%s: scheme of %s must be one of %s", EnvPrefix, name, what, strings.Join(schemes, ", "))
+		}
+		if u.Host == "" {
+			return fmt.Errorf("%s_%s: %s has no host", EnvPrefix, name, what)
+		}
 	}
-	if err := checkOneOf(name, u.Scheme, schemes...); err != nil {
-		return fmt.Errorf("%s_%s: scheme of %s must be one of %s", EnvPrefix, name, redact.URL(raw), strings.Join(schemes, ", "))
-	}
-	if u.Host == "" {
-		return fmt.Errorf("%s_%s: %s has no host", EnvPrefix, name, redact.URL(raw))
+	if len(parts) > 1 {
+		if _, err := broker.ParseURLs(raw); err != nil {
+			return wrapVar(name, err)
+		}
 	}
 	return nil
 }
