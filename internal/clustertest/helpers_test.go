@@ -47,6 +47,7 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 type record struct {
 	mu      sync.Mutex
 	done    map[string]time.Time // message id -> first success
+	times   []time.Time          // every success, in order
 	calls   int
 	retried int
 }
@@ -65,9 +66,11 @@ func (r *record) handler(ctx context.Context, d *worker.Delivery) error {
 		r.retried++
 		return fmt.Errorf("first attempt of %s fails", d.MessageID)
 	}
+	now := time.Now()
 	if _, ok := r.done[d.MessageID]; !ok {
-		r.done[d.MessageID] = time.Now()
+		r.done[d.MessageID] = now
 	}
+	r.times = append(r.times, now)
 	return nil
 }
 
@@ -231,4 +234,22 @@ func messageCount(t *testing.T, ch *amqp.Channel, queue string) int {
 		t.Fatalf("inspecting %q: %v", queue, err)
 	}
 	return q.Messages
+}
+
+func (r *record) successTimes() []time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]time.Time(nil), r.times...)
+}
+
+// outage returns the longest pause between two consecutive events of ts
+// (in order) that ends after t0: how long a fault at t0 stopped them.
+func outage(ts []time.Time, t0 time.Time) time.Duration {
+	var longest time.Duration
+	for i := 1; i < len(ts); i++ {
+		if ts[i].After(t0) && ts[i-1].Before(t0.Add(time.Minute)) {
+			longest = max(longest, ts[i].Sub(ts[i-1]))
+		}
+	}
+	return longest
 }
