@@ -120,13 +120,16 @@ type QueueInfo struct {
 	Leader  string   `json:"leader"`
 	Members []string `json:"members"`
 	Online  []string `json:"online"`
+	// Messages counts every message the queue holds, those waiting to
+	// be dead-lettered included.
+	Messages int `json:"messages"`
 }
 
 // Queues lists the queues of the default vhost whose names start with
 // prefix.
 func (c *Cluster) Queues(prefix string) []QueueInfo {
 	c.t.Helper()
-	out := c.run("ctl", "list_queues", "name", "type", "leader", "members", "online", "--formatter", "json")
+	out := c.run("ctl", "list_queues", "name", "type", "leader", "members", "online", "messages", "--formatter", "json")
 	var all []QueueInfo
 	if err := json.Unmarshal(out, &all); err != nil {
 		c.t.Fatalf("list_queues output: %v: %s", err, out)
