@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strings"
+	"regexp"
 	"time"
 
 	"go.uber.org/zap"
@@ -98,14 +98,12 @@ func (c Config) Validate() error {
 // they agree on everything but host and port. Errors never contain a
 // password.
 func ParseURLs(raw string) ([]string, error) {
-	if strings.TrimSpace(raw) == "" {
+	if raw == "" {
 		return nil, errors.New("broker url: must not be empty")
 	}
-	parts := strings.Split(raw, ",")
+	parts := SplitURLs(raw)
 	var first *url.URL
 	for i, p := range parts {
-		p = strings.TrimSpace(p)
-		parts[i] = p
 		u, err := parseOne(p, i, len(parts))
 		if err != nil {
 			return nil, err
@@ -122,6 +120,25 @@ func ParseURLs(raw string) ([]string, error) {
 		}
 	}
 	return parts, nil
+}
+
+// nextAddress matches where the next address of a list starts: a comma
+// followed by a URL scheme, another comma or the end. A comma elsewhere
+// belongs to the URL (a password may hold one).
+var nextAddress = regexp.MustCompile(`,([a-zA-Z][a-zA-Z0-9+.-]*://|,|$)`)
+
+// SplitURLs splits raw into the addresses of a list (see Config.URL)
+// without checking them; raw without a list is its only element.
+func SplitURLs(raw string) []string {
+	var parts []string
+	for {
+		loc := nextAddress.FindStringIndex(raw)
+		if loc == nil {
+			return append(parts, raw)
+		}
+		parts = append(parts, raw[:loc[0]])
+		raw = raw[loc[0]+1:]
+	}
 }
 
 func parseOne(raw string, i, n int) (*url.URL, error) {

@@ -279,13 +279,13 @@ func wrapVar(name string, err error) error {
 func checkURL(name, raw string, schemes ...string) error {
 	// A comma-separated list names the nodes of one broker cluster (see
 	// broker.Config.URL): each address is checked, then that they agree.
-	parts := strings.Split(raw, ",")
+	parts := broker.SplitURLs(raw)
 	for i, part := range parts {
-		what := redact.URL(strings.TrimSpace(part))
+		what := redact.URL(part)
 		if len(parts) > 1 {
 			what = fmt.Sprintf("address %d of %d (%s)", i+1, len(parts), what)
 		}
-		u, err := url.Parse(strings.TrimSpace(part))
+		u, err := url.Parse(part)
 		if err != nil {
 			return fmt.Errorf("%s_%s: %s is not a valid URL", EnvPrefix, name, what)
 		}
