@@ -24,8 +24,12 @@
 #                                   as seen by the nodes (inside the chroot, when there is one)
 #   WARREN_CLUSTER_ROOT      [""]   the root the nodes run in, as seen from here: "" for this
 #                                   system, a chroot's folder otherwise
-#   WARREN_CLUSTER_RUN       [""]   command prefix that runs a program in that root, e.g.
-#                                   "chroot /var/cache/warren/trixie"; "" runs it here
+#   WARREN_CLUSTER_RUN       ["chroot $WARREN_CLUSTER_ROOT", or "" without a root] command
+#                                   prefix that runs a program in that root
+#
+# RabbitMQ 4.0 in the Debian 13 root of scripts/rabbitmq4.sh (its own epmd on 4370):
+#   ERL_EPMD_PORT=4370 WARREN_CLUSTER_NAME=w4c WARREN_CLUSTER_PORT=5691 \
+#     WARREN_CLUSTER_ROOT=/var/cache/warren/trixie bash scripts/rabbitmq-cluster.sh up
 #   WARREN_CLUSTER_SBIN      [/usr/lib/rabbitmq/bin] where rabbitmq-server and rabbitmqctl are
 #                                   (in that root); the wrappers in /usr/sbin are not used, since
 #                                   they switch user and drop the environment
@@ -40,7 +44,11 @@ NAME="${WARREN_CLUSTER_NAME:-wc}"
 PORT="${WARREN_CLUSTER_PORT:-5681}"
 DIR="${WARREN_CLUSTER_DIR:-/var/cache/warren/cluster-$NAME}"
 ROOTFS="${WARREN_CLUSTER_ROOT:-}"
-read -r -a RUN <<<"${WARREN_CLUSTER_RUN:-}"
+if [[ -n "$ROOTFS" ]]; then
+	read -r -a RUN <<<"${WARREN_CLUSTER_RUN:-chroot $ROOTFS}"
+else
+	read -r -a RUN <<<"${WARREN_CLUSTER_RUN:-}"
+fi
 SBIN="${WARREN_CLUSTER_SBIN:-/usr/lib/rabbitmq/bin}"
 TIMEOUT="${WARREN_CLUSTER_TIMEOUT:-180}"
 NODES=(1 2 3)
