@@ -58,21 +58,7 @@ func TestKeeperRenewsRunningClaim(t *testing.T) {
 // not run: its message goes round the first tier as in progress, without
 // spending an attempt, and the round is counted on it.
 func TestKeeperLostClaimIsNotRun(t *testing.T) {
-	var runs atomic.Int32
-	entered, proceed := make(chan struct{}), make(chan struct{})
-	r := newRig(t, rigOptions{dedupe: true, concurrency: 1, handler: HandlerFunc(func(ctx context.Context, d *Delivery) error {
-		runs.Add(1)
-		if d.MessageID == "m1" {
-			close(entered)
-			<-proceed
-		}
-		return nil
-	})})
-	r.start()
-	r.deliver("m1", nil)
-	<-entered
-	r.deliver("m2", nil)
-	waitFor(t, func() bool { return r.store.Len() == 2 }) // m2 claimed, waiting
+	r, runs, proceed := m2WaitsClaimed(t)
 	// The store loses m2's claim, another worker takes it, and the next
 	// renewal finds it gone.
 	if err := r.store.Release(context.Background(), r.key("m2"), ownerOf(t, r, "m2")); err != nil {
@@ -98,6 +84,30 @@ func TestKeeperLostClaimIsNotRun(t *testing.T) {
 	if _, ok := msgs[0].Headers[HeaderError]; ok {
 		t.Fatal("waiting for a claim wrote a failure on the message")
 	}
+}
+
+// m2WaitsClaimed starts a one-handler rig whose handler holds m1 until
+// proceed is closed, while m2 waits for the handler, claimed. runs counts
+// handler runs.
+func m2WaitsClaimed(t *testing.T) (r *rig, runs *atomic.Int32, proceed chan struct{}) {
+	t.Helper()
+	runs = new(atomic.Int32)
+	entered := make(chan struct{})
+	proceed = make(chan struct{})
+	r = newRig(t, rigOptions{dedupe: true, concurrency: 1, handler: HandlerFunc(func(ctx context.Context, d *Delivery) error {
+		runs.Add(1)
+		if d.MessageID == "m1" {
+			close(entered)
+			<-proceed
+		}
+		return nil
+	})})
+	r.start()
+	r.deliver("m1", nil)
+	<-entered
+	r.deliver("m2", nil)
+	waitFor(t, func() bool { return r.store.Len() == 2 }) // m2 claimed, waiting
+	return r, runs, proceed
 }
 
 // ownerOf is the owner of the claim the rig's keeper renews for id.
@@ -159,21 +169,7 @@ func TestKeeperRunsAndBoundsItsRounds(t *testing.T) {
 // through) is confirmed before the job runs: the store says it is gone,
 // so the message does not run and waits as in progress.
 func TestKeeperConfirmsBeforeRunning(t *testing.T) {
-	var runs atomic.Int32
-	entered, proceed := make(chan struct{}), make(chan struct{})
-	r := newRig(t, rigOptions{dedupe: true, concurrency: 1, handler: HandlerFunc(func(ctx context.Context, d *Delivery) error {
-		runs.Add(1)
-		if d.MessageID == "m1" {
-			close(entered)
-			<-proceed
-		}
-		return nil
-	})})
-	r.start()
-	r.deliver("m1", nil)
-	<-entered
-	r.deliver("m2", nil)
-	waitFor(t, func() bool { return r.store.Len() == 2 })
+	r, runs, proceed := m2WaitsClaimed(t)
 	// m2's claim lapsed (not renewed for two leases) and another worker
 	// took it; no renewal round noticed.
 	k := r.pipe.intake.claims.keeper
