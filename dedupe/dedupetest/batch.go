@@ -198,10 +198,10 @@ func (h *batchHarness) claimAndMarkAll(reqs []dedupe.Ref) {
 var errInvalid = errors.New("an invalid argument error")
 
 func matches(err, want error) bool {
-	switch want {
-	case nil:
+	switch {
+	case want == nil:
 		return err == nil
-	case errInvalid:
+	case errors.Is(want, errInvalid):
 		return err != nil && !errors.Is(err, dedupe.ErrNotOwner)
 	}
 	return errors.Is(err, want)
