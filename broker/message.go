@@ -93,6 +93,7 @@ type Delivery struct {
 
 	tag  uint64
 	sess *session
+	held *amqp.Channel // the Browser channel holding it, for Browser.Ack
 }
 
 // Tag is the delivery tag on its channel.
