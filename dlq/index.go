@@ -143,8 +143,12 @@ func (ix *Index) add(l *Letter) {
 	}
 	g := ix.groups[gi]
 	g.Count++
-	g.First, g.Last = earlier(g.First, l.First), later(g.Last, l.Last)
-	ix.entries = append(ix.entries, entry{id: l.ID, first: nanos(l.First), last: nanos(l.Last),
+	first := l.First
+	if first.IsZero() {
+		first = l.Last
+	}
+	g.First, g.Last = earlier(g.First, first), later(g.Last, l.Last)
+	ix.entries = append(ix.entries, entry{id: l.ID, first: nanos(first), last: nanos(l.Last),
 		group: uint32(gi), messageID: cutString(l.MessageID, 80)})
 }
 

@@ -3,7 +3,6 @@ package dlq
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/worker"
@@ -168,8 +167,11 @@ func (s Selection) Len() int {
 
 // Describe says in a line where a replay puts letters.
 func (o ReplayOptions) Describe() string {
-	if o.OriginalRoute {
+	switch {
+	case o.OriginalRoute:
 		return "to their original exchange and routing key"
+	case o.Queue == "":
+		return "to their queue"
 	}
-	return "to " + strings.TrimSuffix(Name(o.Queue), ".dlq")
+	return "to " + QueueOf(Name(o.Queue))
 }
