@@ -40,8 +40,8 @@ type browseChan struct {
 }
 
 // Browse opens a Browser on queue with a window of prefetch per channel;
-// window <= 0 picks one that keeps the channels under about a thousand
-// (at least 500). A missing queue is an error that wraps ErrNotFound.
+// window <= 0 picks one that keeps the channels under about two hundred
+// (at least 2000). A missing queue is an error that wraps ErrNotFound.
 func (c *Conn) Browse(ctx context.Context, queue string, window int) (*Browser, error) {
 	live, err := c.current(ctx)
 	if err != nil {
@@ -57,7 +57,7 @@ func (c *Conn) Browse(ctx context.Context, queue string, window int) (*Browser, 
 		return nil, notFound("queue", queue, err)
 	}
 	if window <= 0 {
-		window = max(500, q.Messages/1000+1)
+		window = max(2000, q.Messages/200+1)
 	}
 	return &Browser{conn: live.conn, queue: queue, window: window, idle: DefaultBrowseIdle, total: q.Messages}, nil
 }
@@ -78,6 +78,9 @@ func (b *Browser) Next(ctx context.Context) (d *Delivery, ok bool, err error) {
 	if err := b.room(); err != nil {
 		return nil, false, err
 	}
+	if d, ok := b.poll(); ok {
+		return d, true, nil
+	}
 	cases := make([]reflect.SelectCase, 0, len(b.chans)+2)
 	for _, c := range b.chans {
 		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(c.in)})
@@ -96,11 +99,28 @@ func (b *Browser) Next(ctx context.Context) (d *Delivery, ok bool, err error) {
 		return nil, false, fmt.Errorf("browsing %q: the channel closed", b.queue)
 	}
 	m := v.Interface().(amqp.Delivery)
-	c := b.chans[i]
+	return b.took(b.chans[i], &m), true, nil
+}
+
+// poll takes a message already waiting on the newest channel, where a
+// scan's messages mostly arrive, without a select over every channel.
+func (b *Browser) poll() (*Delivery, bool) {
+	c := b.chans[len(b.chans)-1]
+	select {
+	case m, ok := <-c.in:
+		if ok {
+			return b.took(c, &m), true
+		}
+	default:
+	}
+	return nil, false
+}
+
+func (b *Browser) took(c *browseChan, m *amqp.Delivery) *Delivery {
 	c.held++
 	b.read++
-	return &Delivery{Message: messageOf(&m), Exchange: m.Exchange, RoutingKey: m.RoutingKey,
-		Queue: b.queue, Redelivered: m.Redelivered, tag: m.DeliveryTag, held: c.ch}, true, nil
+	return &Delivery{Message: messageOf(m), Exchange: m.Exchange, RoutingKey: m.RoutingKey,
+		Queue: b.queue, Redelivered: m.Redelivered, tag: m.DeliveryTag, held: c.ch}
 }
 
 // room opens a channel when every open one holds a full window.

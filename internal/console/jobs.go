@@ -116,7 +116,9 @@ func (c *Console) replayJob(dlqs []string, o dlq.ReplayOptions) func(context.Con
 				}
 			}
 			o.Progress = func(r dlq.ReplayResult) {
-				update(func(j *job) { j.Total, j.Seen, j.Moved = base.Total+r.Total, base.Seen+r.Seen, base.Replayed+r.Replayed })
+				update(func(j *job) {
+					j.Total, j.Seen, j.Moved = base.Total+r.Total, base.Seen+r.Seen, base.Replayed+r.Replayed
+				})
 			}
 			res, err := dlq.Replay(ctx, c.cfg.Conn, c.pub, o)
 			base.Total, base.Seen, base.Replayed = base.Total+res.Total, base.Seen+res.Seen, base.Replayed+res.Replayed
