@@ -1,6 +1,7 @@
 package dlq
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -56,7 +57,7 @@ func TestFingerprintBounded(t *testing.T) {
 func TestFingerprintCacheBounded(t *testing.T) {
 	c := fingerprints{}
 	for i := 0; i < 3*maxCachedFingerprints; i++ {
-		c.of(strings.Repeat("x", i%50) + " error " + string(rune('a'+i%26)) + strings.Repeat("y", i/26))
+		c.of(fmt.Sprintf("order %d failed", i))
 	}
 	if len(c) > maxCachedFingerprints {
 		t.Errorf("cache holds %d, bound %d", len(c), maxCachedFingerprints)
