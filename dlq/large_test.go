@@ -155,7 +155,7 @@ func startConsole(t *testing.T, conn *broker.Conn, q string) (base string, stop 
 
 // waitIndexed waits for the console's first group page.
 func waitIndexed(t *testing.T, base, q string) string {
-	deadline := time.Now().Add(120 * time.Second)
+	deadline := time.Now().Add(5 * time.Minute) // generous: the shared broker may be busy
 	page := ""
 	for !strings.Contains(page, `id="summary"`) {
 		if time.Now().After(deadline) {
@@ -194,7 +194,7 @@ func get(t *testing.T, url string) string {
 	t.Helper()
 	tr := &http.Transport{DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 60 * time.Second}).Get(url)
+	resp, err := (&http.Client{Transport: tr, Timeout: 3 * time.Minute}).Get(url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
