@@ -83,11 +83,11 @@ func (r *Reader) Get(queue string) (d *Delivery, ok bool, err error) {
 		return nil, false, nil
 	}
 	return &Delivery{Message: messageOf(&m), Exchange: m.Exchange, RoutingKey: m.RoutingKey,
-		Queue: queue, Redelivered: m.Redelivered, tag: m.DeliveryTag}, true, nil
+		Queue: queue, Redelivered: m.Redelivered, DeliveryTag: m.DeliveryTag}, true, nil
 }
 
 // Ack removes a message taken with Get from its queue.
-func (r *Reader) Ack(d *Delivery) error { return r.ch.Ack(d.tag, false) }
+func (r *Reader) Ack(d *Delivery) error { return r.ch.Ack(d.DeliveryTag, false) }
 
 // Close returns every message taken and not acked to its queue.
 func (r *Reader) Close() error { return r.ch.Close() }

@@ -37,10 +37,17 @@ func (p *Publisher) PublishBatch(ctx context.Context, batch []Outgoing, opts ...
 		if m.MessageID == "" && !o.keepID {
 			m.MessageID = NewMessageID()
 		}
+		if errs[i] = p.size.check(int64(len(m.Body)), m.MessageID, batch[i].Exchange, batch[i].RoutingKey); errs[i] != nil {
+			continue
+		}
 		pub := m.publishing()
 		pends[i], errs[i] = s.publish(ctx, batch[i].Exchange, batch[i].RoutingKey, &pub)
 	}
 	for i, pend := range pends {
+		var tl *MessageTooLargeError
+		if errors.As(errs[i], &tl) {
+			continue
+		}
 		errs[i] = p.await(ctx, s, pend, errs[i], batch[i], opts)
 	}
 	return errs
@@ -57,7 +64,13 @@ func (p *Publisher) await(ctx context.Context, s *pubSession, pend *pending, err
 	}
 	select {
 	case <-pend.done:
-		var ce *ChannelError
+		var (
+			ce *ChannelError
+			tl *MessageTooLargeError
+		)
+		if errors.As(pend.err, &tl) {
+			return pend.err // the same body would be refused again
+		}
 		if pend.lost || errors.As(pend.err, &ce) {
 			// Lost, or failed with the whole channel: try it on its own.
 			return p.Publish(ctx, out.Exchange, out.RoutingKey, out.Message, append(opts, KeepMessageID())...)

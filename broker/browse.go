@@ -120,7 +120,27 @@ func (b *Browser) took(c *browseChan, m *amqp.Delivery) *Delivery {
 	c.held++
 	b.read++
 	return &Delivery{Message: messageOf(m), Exchange: m.Exchange, RoutingKey: m.RoutingKey,
-		Queue: b.queue, Redelivered: m.Redelivered, tag: m.DeliveryTag, held: c.ch}
+		Queue: b.queue, Redelivered: m.Redelivered, DeliveryTag: m.DeliveryTag, Acknowledger: c}
+}
+
+// A browseChan settles the messages read on it: Delivery.Ack and
+// Browser.Ack both remove a message from the queue at once.
+func (c *browseChan) Ack(tag uint64) error { return c.AckNow(tag) }
+func (c *browseChan) Nack(tag uint64, requeue bool) error {
+	if err := c.ch.Nack(tag, false, requeue); err != nil {
+		return err
+	}
+	c.held--
+	return nil
+}
+func (c *browseChan) Closed() bool { return c.ch.IsClosed() }
+
+func (c *browseChan) AckNow(tag uint64) error {
+	if err := c.ch.Ack(tag, false); err != nil {
+		return err
+	}
+	c.held--
+	return nil
 }
 
 // room opens a channel when every open one holds a full window.
@@ -150,12 +170,8 @@ func (b *Browser) room() error {
 // Ack removes a message read by Next from the queue.
 func (b *Browser) Ack(d *Delivery) error {
 	for _, c := range b.chans {
-		if c.ch == d.held {
-			if err := c.ch.Ack(d.tag, false); err != nil {
-				return err
-			}
-			c.held--
-			return nil
+		if d.Acknowledger == Acknowledger(c) {
+			return c.AckNow(d.DeliveryTag)
 		}
 	}
 	return errors.New("broker: Browser.Ack of a message this Browser did not read")

@@ -229,7 +229,7 @@ func (c *Conn) connectLoop(ctx context.Context, first bool) (*amqp.Connection, e
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return nil, fmt.Errorf("connecting to %s: %w (last error: %v)", redact.URL(c.cfg.URL), ctx.Err(), err)
+			return nil, fmt.Errorf("connecting to %s: %w (last error: %w)", redact.URL(c.cfg.URL), ctx.Err(), err)
 		case <-c.closing:
 			t.Stop()
 			return nil, ErrClosed

@@ -173,9 +173,20 @@ func (cn *Consumer) run() {
 		if delivered {
 			bo.reset()
 		}
-		if !cn.stopped() {
-			close(s.retire)
+		if cn.stopped() {
+			return
+		}
+		close(s.retire)
+		if !s.serverCancelled() {
 			cn.log.Warn("consumer channel ended, reopening")
+			continue
+		}
+		// basic.cancel from the broker: the queue was deleted, or (newer
+		// brokers) the consumer timed out. Declare the topology again,
+		// so that a deleted queue is back before consuming again.
+		cn.log.Warn("the broker cancelled the subscription, declaring again and consuming again")
+		if err := cn.conn.Redeclare(ctx); err != nil && !cn.stopped() {
+			cn.log.Warn("declaring the topology again failed", zap.Error(err))
 		}
 	}
 }
@@ -191,6 +202,9 @@ func (cn *Consumer) open(ctx context.Context) (*session, <-chan amqp.Delivery, e
 		return nil, nil, fmt.Errorf("setting prefetch on %q: %w", cn.cfg.Queue, err)
 	}
 	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	// The client library sends a server's basic.cancel here before it
+	// closes the deliveries: one subscription, one cancel at most.
+	cancels := ch.NotifyCancel(make(chan string, 1))
 	deliveries, err := ch.Consume(cn.cfg.Queue, cn.cfg.Tag, false, cn.cfg.Exclusive, false, false, amqp.Table(cn.cfg.Args))
 	if err != nil {
 		_ = ch.Close()
@@ -203,6 +217,7 @@ func (cn *Consumer) open(ctx context.Context) (*session, <-chan amqp.Delivery, e
 		return nil, nil, fmt.Errorf("consuming %q: %w", cn.cfg.Queue, err)
 	}
 	s := newSession(ch, ch, cn.log, cn.cfg.AckBatch)
+	s.cancels = cancels
 	cn.mu.Lock()
 	cn.sessions[s] = struct{}{}
 	cn.mu.Unlock()
@@ -246,13 +261,13 @@ func (cn *Consumer) pump(s *session, deliveries <-chan amqp.Delivery) bool {
 func (cn *Consumer) wrap(s *session, d *amqp.Delivery) *Delivery {
 	s.delivered.Store(d.DeliveryTag)
 	del := &Delivery{
-		Message:     messageOf(d),
-		Exchange:    d.Exchange,
-		RoutingKey:  d.RoutingKey,
-		Queue:       cn.cfg.Queue,
-		Redelivered: d.Redelivered,
-		tag:         d.DeliveryTag,
-		sess:        s,
+		Message:      messageOf(d),
+		Exchange:     d.Exchange,
+		RoutingKey:   d.RoutingKey,
+		Queue:        cn.cfg.Queue,
+		Redelivered:  d.Redelivered,
+		DeliveryTag:  d.DeliveryTag,
+		Acknowledger: s,
 	}
 	if n, ok := d.Headers["x-delivery-count"].(int64); ok {
 		del.DeliveryCount = n

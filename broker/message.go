@@ -79,7 +79,7 @@ func messageOf(d *amqp.Delivery) Message {
 }
 
 // Delivery is a message delivered to a Consumer. Settle it exactly once
-// with Ack, Nack or Reject; a result for a delivery whose channel has
+// with Ack, AckNow or Nack; a result for a delivery whose channel has
 // closed since is dropped with ErrStale, and the broker redelivers it.
 type Delivery struct {
 	Message
@@ -91,21 +91,40 @@ type Delivery struct {
 	// many times it was delivered before. 0 when unknown.
 	DeliveryCount int64
 
-	tag  uint64
-	sess *session
-	held *amqp.Channel // the Browser channel holding it, for Browser.Ack
+	// Acknowledger settles the delivery on the channel that delivered it;
+	// DeliveryTag names it there. A Consumer sets both. Tests of code
+	// that settles deliveries may set a fake Acknowledger.
+	Acknowledger Acknowledger
+	DeliveryTag  uint64
+}
+
+// Acknowledger settles deliveries on the channel that delivered them, the
+// seam between a delivery and the wire (as amqp091-go's Acknowledger is).
+// Each method is called at most once per tag.
+type Acknowledger interface {
+	// Ack records tag as done; the ack may wait briefly to share a
+	// multiple-ack with others, but only ever covers finished deliveries.
+	Ack(tag uint64) error
+	// AckNow acks tag at once, without waiting for others.
+	AckNow(tag uint64) error
+	// Nack returns tag to its queue (requeue) or dead-letters it through
+	// the queue's dead-letter exchange.
+	Nack(tag uint64, requeue bool) error
+	// Closed reports whether the channel has closed, so that a result
+	// would be dropped with ErrStale.
+	Closed() bool
 }
 
 // Tag is the delivery tag on its channel.
-func (d *Delivery) Tag() uint64 { return d.tag }
+func (d *Delivery) Tag() uint64 { return d.DeliveryTag }
 
 // Ack acknowledges the delivery. Acks may be coalesced with others on the
 // same channel, but only ever cover finished deliveries.
 func (d *Delivery) Ack() error {
-	if d.sess == nil {
+	if d.Acknowledger == nil {
 		return errNoSession
 	}
-	return d.sess.settle(d.tag, settleAck)
+	return d.Acknowledger.Ack(d.DeliveryTag)
 }
 
 // AckNow acknowledges the delivery at once, without waiting to share a
@@ -113,26 +132,23 @@ func (d *Delivery) Ack() error {
 // (a retry, a dead letter), so that the original and its copy coexist
 // for as short a time as possible.
 func (d *Delivery) AckNow() error {
-	if d.sess == nil {
+	if d.Acknowledger == nil {
 		return errNoSession
 	}
-	return d.sess.settle(d.tag, settleAckNow)
+	return d.Acknowledger.AckNow(d.DeliveryTag)
 }
 
 // Nack returns the delivery to its queue (requeue) or dead-letters it
 // through the queue's dead-letter exchange.
 func (d *Delivery) Nack(requeue bool) error {
-	if d.sess == nil {
+	if d.Acknowledger == nil {
 		return errNoSession
 	}
-	if requeue {
-		return d.sess.settle(d.tag, settleRequeue)
-	}
-	return d.sess.settle(d.tag, settleReject)
+	return d.Acknowledger.Nack(d.DeliveryTag, requeue)
 }
 
 // Stale reports whether the channel that delivered d has closed, so that
 // settling it would be dropped.
-func (d *Delivery) Stale() bool { return d.sess == nil || d.sess.isDead() }
+func (d *Delivery) Stale() bool { return d.Acknowledger == nil || d.Acknowledger.Closed() }
 
 var errNoSession = errors.New("broker: delivery was not handed out by a Consumer (use Reader.Ack)")

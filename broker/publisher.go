@@ -46,6 +46,7 @@ type Publisher struct {
 	closing chan struct{}
 	once    sync.Once
 	wg      sync.WaitGroup
+	size    sizeLimit // the broker's message size limit, once it named it
 }
 
 // PublisherStats counts what the broker answered to publishes.
@@ -71,8 +72,12 @@ func (c *Conn) NewPublisher() *Publisher {
 // Publish sends msg to exchange with routing key key, mandatory, and waits
 // for the broker's confirm. An empty MessageID is filled with a new id.
 // It returns nil only for a confirmed message; *UnroutableError when no
-// queue took it; ErrNacked when the broker refused it; a wrapped ctx error
-// when ctx ended first (the message may or may not have been stored).
+// queue took it; ErrNacked when the broker refused it;
+// *MessageTooLargeError when the body is over the broker's
+// max_message_size (once the broker has refused one body for its size,
+// larger ones fail at once, without closing the channel under other
+// publishes); a wrapped ctx error when ctx ended first (the message may or
+// may not have been stored).
 func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg Message, opts ...PublishOption) error {
 	var o publishOptions
 	for _, opt := range opts {
@@ -80,6 +85,9 @@ func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg Messa
 	}
 	if msg.MessageID == "" && !o.keepID {
 		msg.MessageID = NewMessageID()
+	}
+	if err := p.size.check(int64(len(msg.Body)), msg.MessageID, exchange, key); err != nil {
+		return err
 	}
 	pub := msg.publishing()
 	channelErrors := 0
@@ -97,9 +105,15 @@ func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg Messa
 		}
 		select {
 		case <-pend.done:
-			var ce *ChannelError
+			var (
+				ce *ChannelError
+				tl *MessageTooLargeError
+			)
 			if pend.lost {
 				continue
+			}
+			if errors.As(pend.err, &tl) {
+				return pend.err // the same body would be refused again
 			}
 			if errors.As(pend.err, &ce) && channelErrors < maxChannelErrors {
 				// A channel exception fails every publish in flight, not
@@ -199,7 +213,7 @@ func (p *Publisher) openSession(ctx context.Context) (*pubSession, error) {
 		return nil, ErrClosed
 	default:
 	}
-	ch, _, err := p.conn.channel(ctx)
+	ch, gen, err := p.conn.channel(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +221,7 @@ func (p *Publisher) openSession(ctx context.Context) (*pubSession, error) {
 		_ = ch.Close()
 		return nil, fmt.Errorf("enabling publisher confirms: %w", err)
 	}
-	s := &pubSession{ch: ch, pending: map[uint64]*pending{}, dead: make(chan struct{})}
+	s := &pubSession{ch: ch, gen: gen, size: &p.size, pending: map[uint64]*pending{}, dead: make(chan struct{})}
 	// The client library sends a return and then the confirm that follows
 	// it, in that order, from one goroutine. The loop drains every
 	// buffered return before it handles a confirm, so a return is always

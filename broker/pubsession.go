@@ -11,7 +11,9 @@ import (
 
 // pubSession is one confirm-mode channel and its unconfirmed publishes.
 type pubSession struct {
-	ch *amqp.Channel
+	ch   *amqp.Channel
+	gen  <-chan struct{} // closed when the channel's connection ends
+	size *sizeLimit
 
 	// send serializes taking a sequence number and writing the message,
 	// so the number is the one the broker will confirm.
@@ -30,6 +32,7 @@ type pending struct {
 	id       string
 	exchange string
 	key      string
+	size     int64 // of the body
 	done     chan struct{}
 	err      error
 	returned *UnroutableError
@@ -46,7 +49,7 @@ func (s *pubSession) isDead() bool {
 }
 
 func (s *pubSession) publish(ctx context.Context, exchange, key string, pub *amqp.Publishing) (*pending, error) {
-	p := &pending{id: pub.MessageId, exchange: exchange, key: key, done: make(chan struct{})}
+	p := &pending{id: pub.MessageId, exchange: exchange, key: key, size: int64(len(pub.Body)), done: make(chan struct{})}
 	s.send.Lock()
 	defer s.send.Unlock()
 	p.tag = s.ch.GetNextPublishSeqNo()
@@ -167,17 +170,30 @@ func (s *pubSession) confirmed(c amqp.Confirmation) {
 
 // close resolves every unconfirmed publish. After a connection loss they
 // are marked lost, to be published again on a new channel. A channel
-// exception (a soft error such as a missing exchange or an oversized
-// message) was caused by something published here, so it is returned to
-// the callers instead: publishing the same message again would fail again.
+// exception (a soft error such as a missing exchange) was caused by
+// something published here, so it is returned to the callers instead:
+// publishing the same message again would fail again. A size refusal
+// names the size of the message that caused it: that message fails with
+// *MessageTooLargeError, and the others, refused only because they shared
+// its channel, are published again.
 func (s *pubSession) close(reason *amqp.Error) {
 	s.markDead()
+	_, limit, tooLarge := sizeLimitOf(reason)
+	if tooLarge && s.size != nil {
+		s.size.learn(limit, reason, s.gen)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for tag, p := range s.pending {
-		if reason != nil && reason.Recover {
+		switch {
+		case tooLarge && p.size > limit:
+			p.err = &MessageTooLargeError{MessageID: p.id, Exchange: p.exchange, RoutingKey: p.key,
+				Size: p.size, Limit: limit, Err: &ChannelError{Err: reason}}
+		case tooLarge:
+			p.lost = true
+		case reason != nil && reason.Recover:
 			p.err = &ChannelError{Err: reason}
-		} else {
+		default:
 			p.lost = true
 		}
 		close(p.done)

@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -48,7 +49,7 @@ func TestReconnectResumesConsuming(t *testing.T) {
 	}
 	proxy.Cut()
 	waitFor(t, func() bool { return held.Stale() })
-	if err := held.Ack(); err != broker.ErrStale {
+	if err := held.Ack(); !errors.Is(err, broker.ErrStale) {
 		t.Fatalf("ack on a dead channel = %v, want ErrStale", err)
 	}
 	// Publishing goes on through the outage.

@@ -61,6 +61,7 @@ type session struct {
 	armed   bool
 	retired bool
 
+	cancels   <-chan string // a server's basic.cancel of the subscription
 	deadCh    chan struct{} // closed when the channel is gone
 	delivered atomic.Uint64 // highest tag handed out
 	retire    chan struct{} // close the channel once everything is settled
@@ -81,6 +82,28 @@ func newSession(ch *amqp.Channel, wire ackWire, log *zap.Logger, batch int) *ses
 	s.timer = time.AfterFunc(time.Hour, s.onTimer)
 	s.timer.Stop()
 	return s
+}
+
+// Ack, AckNow, Nack and Closed make a session its deliveries' Acknowledger.
+func (s *session) Ack(tag uint64) error    { return s.settle(tag, settleAck) }
+func (s *session) AckNow(tag uint64) error { return s.settle(tag, settleAckNow) }
+func (s *session) Closed() bool            { return s.isDead() }
+func (s *session) Nack(tag uint64, requeue bool) error {
+	if requeue {
+		return s.settle(tag, settleRequeue)
+	}
+	return s.settle(tag, settleReject)
+}
+
+// serverCancelled reports whether the broker cancelled the subscription
+// (basic.cancel), as opposed to closing the channel.
+func (s *session) serverCancelled() bool {
+	select {
+	case _, ok := <-s.cancels:
+		return ok
+	default:
+		return false
+	}
 }
 
 func (s *session) isDead() bool {
@@ -216,7 +239,7 @@ func (s *session) run(closed <-chan *amqp.Error) {
 	retire := s.retire
 	for {
 		select {
-		case <-closed:
+		case <-closed: //nolint:errcheck // why it closed is logged by the consumer
 			s.mu.Lock()
 			s.timer.Stop()
 			if !s.dead {

@@ -216,7 +216,7 @@ func TestSettleAfterDeath(t *testing.T) {
 	go func() { defer close(done); s.run(closed) }()
 	closed <- &amqp.Error{Code: 320, Reason: "connection forced"}
 	<-done
-	if err := s.settle(1, settleAck); err != ErrStale {
+	if err := s.settle(1, settleAck); !errors.Is(err, ErrStale) {
 		t.Fatalf("settle after death = %v, want ErrStale", err)
 	}
 	if w.acks != 0 {

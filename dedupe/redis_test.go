@@ -134,10 +134,17 @@ func TestRedisConformanceNoPipelining(t *testing.T) {
 func TestRedisStoredValues(t *testing.T) {
 	s, c := newRedisStore(t)
 	ctx, k := t.Context(), testKey(t)
-	if _, err := s.Claim(ctx, k, "owner-1", 1500*time.Microsecond); err != nil {
+	// A lease is stored in whole milliseconds, rounded up: 1.5ms past a
+	// minute is 60002ms. (A lease of a few ms would expire before it can
+	// be read on a loaded machine.)
+	if _, err := s.Claim(ctx, k, "owner-1", time.Minute+1500*time.Microsecond); err != nil {
 		t.Fatal(err)
 	}
-	wantValue(t, c, k, "p:owner-1", 2*time.Millisecond) // 1.5ms rounds up
+	wantValue(t, c, k, "p:owner-1", time.Minute+2*time.Millisecond)
+	// A lease under a millisecond rounds up to one: PX 0 would be refused.
+	if _, err := s.Claim(ctx, testKey(t)+"-short", "owner-1", time.Microsecond); err != nil {
+		t.Fatalf("claim with a 1µs lease: %v", err)
+	}
 	if _, err := s.Claim(ctx, k, "owner-1", time.Minute); err != nil {
 		t.Fatal(err)
 	}

@@ -87,7 +87,7 @@ func (m Management) request(ctx context.Context, path string) (*http.Request, er
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(m.URL, "/")+path, nil)
 	if err != nil {
-		return nil, fmt.Errorf("management url %s: %v", redact.URL(m.URL), redact.Error(err, m.URL))
+		return nil, fmt.Errorf("management url %s: %w", redact.URL(m.URL), redact.Error(err, m.URL))
 	}
 	if u.User != nil {
 		pw, _ := u.User.Password()

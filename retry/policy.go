@@ -90,3 +90,21 @@ func (p Policy) maxAttempts() int {
 	}
 	return p.MaxAttempts
 }
+
+// WaitTier is the tier for the round-th time (1 for the first) that a
+// message is sent round a tier because it is in progress elsewhere, when
+// a dead holder's claim lapses within lease. It stays on the first tier
+// while lease may still be running out, so that a killed worker's message
+// runs again soon after its claim lapses, then climbs one tier per round,
+// so that a live but slow holder is waited for without a busy loop.
+func (p Policy) WaitTier(round int, lease time.Duration) time.Duration {
+	d := p.delays()
+	grace := 1
+	if lease > 0 {
+		grace = int((lease + d[0] - 1) / d[0]) // rounds of the first tier that cover the lease
+	}
+	if round <= grace {
+		return d[0]
+	}
+	return d[min(round-grace, len(d)-1)]
+}

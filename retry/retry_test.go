@@ -247,7 +247,7 @@ func TestParseDelays(t *testing.T) {
 }
 
 func TestExponential(t *testing.T) {
-	maxMs := time.Duration(math.MaxInt64/int64(ms)) * ms
+	maxDelay := time.Duration(math.MaxInt64/int64(ms)) * ms
 	tests := []struct {
 		name   string
 		base   time.Duration
@@ -263,8 +263,8 @@ func TestExponential(t *testing.T) {
 		{"sub ms base", 300 * time.Microsecond, 2, 4, 0, ds(ms, 2*ms)},
 		{"factor one", time.Second, 1, 10, 0, ds(time.Second)},
 		{"max rounded", time.Second, 2, 3, 1500*ms + 600*time.Microsecond, ds(time.Second, 1501*ms)},
-		{"overflow", time.Hour, math.Inf(1), 3, 0, ds(time.Hour, maxMs)},
-		{"huge cap", time.Hour, 1e30, 5, math.MaxInt64, ds(time.Hour, maxMs)},
+		{"overflow", time.Hour, math.Inf(1), 3, 0, ds(time.Hour, maxDelay)},
+		{"huge cap", time.Hour, 1e30, 5, math.MaxInt64, ds(time.Hour, maxDelay)},
 		{"negative cap is none", time.Second, 2, 2, -time.Second, ds(time.Second, 2*time.Second)},
 		{"n zero", time.Second, 2, 0, 0, nil},
 		{"n negative", time.Second, 2, -1, 0, nil},
@@ -418,4 +418,29 @@ func Example() {
 	// attempt 1: to orders.retry.1s
 	// attempt 2: to orders.retry.1m30s
 	// attempt 3: to orders.dlq
+}
+
+func TestWaitTier(t *testing.T) {
+	p := retry.Policy{Delays: []time.Duration{time.Second, 10 * time.Second, time.Minute}}
+	cases := []struct {
+		round int
+		lease time.Duration
+		want  time.Duration
+	}{
+		{1, 3 * time.Second, time.Second},
+		{3, 3 * time.Second, time.Second}, // three rounds of 1s cover a 3s lease
+		{4, 3 * time.Second, 10 * time.Second},
+		{5, 3 * time.Second, time.Minute},
+		{50, 3 * time.Second, time.Minute},
+		{1, 2500 * time.Millisecond, time.Second},
+		{3, 2500 * time.Millisecond, time.Second},
+		{4, 2500 * time.Millisecond, 10 * time.Second},
+		{1, 0, time.Second},
+		{2, 0, 10 * time.Second},
+	}
+	for _, c := range cases {
+		if got := p.WaitTier(c.round, c.lease); got != c.want {
+			t.Errorf("WaitTier(%d, %s) = %s, want %s", c.round, c.lease, got, c.want)
+		}
+	}
 }

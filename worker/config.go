@@ -1,9 +1,9 @@
 package worker
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 	"time"
 
@@ -26,11 +26,19 @@ const (
 	DefaultHandlerTimeout  = 30 * time.Second
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultDedupeTTL       = 24 * time.Hour
+	// DefaultDedupeLease is how long a claim holds without being
+	// renewed. A running worker renews its claims every third of it, so a
+	// live handler's claim never lapses however long it runs, and a
+	// killed worker's claims are free for another worker within it.
+	DefaultDedupeLease     = 3 * time.Second
 	DefaultQueueType       = broker.Quorum
 	DefaultDeliveryLimit   = 20
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "json"
 	DefaultConsumerTimeout = 30 * time.Minute
+	DefaultMaxAttempts     = retry.DefaultMaxAttempts
+	DefaultDedupePrefix    = dedupe.DefaultKeyPrefix
+	DefaultDedupe          = DedupeOn
 	// EnvPrefix prefixes every environment variable: WARREN_AMQP_URL, ...
 	EnvPrefix = "WARREN"
 )
@@ -73,9 +81,11 @@ type Config struct {
 	Dedupe string `envconfig:"WARREN_DEDUPE" default:"on"`
 	// DedupeTTL is how long a done mark is kept. 0 means DefaultDedupeTTL.
 	DedupeTTL time.Duration `envconfig:"WARREN_DEDUPE_TTL" default:"24h"`
-	// DedupeLease is how long a claim holds without being extended.
-	// 0 means the handler timeout plus 10s.
-	DedupeLease time.Duration `envconfig:"WARREN_DEDUPE_LEASE" default:"0s"`
+	// DedupeLease is how long a claim holds without being renewed. A
+	// worker renews its claims every third of it while it holds them, so
+	// a live handler keeps its claim however long it runs, and a killed
+	// worker's claims are free within it. 0 means DefaultDedupeLease (3s).
+	DedupeLease time.Duration `envconfig:"WARREN_DEDUPE_LEASE" default:"3s"`
 	// DedupePrefix starts every dedupe key. "" means dedupe.DefaultKeyPrefix.
 	DedupePrefix string `envconfig:"WARREN_DEDUPE_PREFIX" default:"warren"`
 	// DedupeFailOpen processes messages without a claim while the store
@@ -182,8 +192,14 @@ func (d *Delays) Decode(s string) error {
 	return nil
 }
 
-// withDefaults fills zero fields.
-func (c Config) withDefaults() Config {
+// defaultLeaseMargin is what a single run's lease (Execute) adds to the
+// handler timeout: it is not renewed.
+const defaultLeaseMargin = 10 * time.Second
+
+// WithDefaults returns c with every zero field set to its default (the
+// Default* constants; RetryDelays to retry.DefaultDelays). New applies it
+// once; Validate checks what it returns.
+func (c Config) WithDefaults() Config {
 	if c.AMQPURL == "" {
 		c.AMQPURL = DefaultAMQPURL
 	}
@@ -197,7 +213,7 @@ func (c Config) withDefaults() Config {
 		c.RetryDelays = retry.DefaultDelays()
 	}
 	if c.MaxAttempts == 0 {
-		c.MaxAttempts = retry.DefaultMaxAttempts
+		c.MaxAttempts = DefaultMaxAttempts
 	}
 	if c.HandlerTimeout == 0 {
 		c.HandlerTimeout = DefaultHandlerTimeout
@@ -206,16 +222,16 @@ func (c Config) withDefaults() Config {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if c.Dedupe == "" {
-		c.Dedupe = DedupeOn
+		c.Dedupe = DefaultDedupe
 	}
 	if c.DedupeTTL == 0 {
 		c.DedupeTTL = DefaultDedupeTTL
 	}
 	if c.DedupeLease == 0 {
-		c.DedupeLease = c.HandlerTimeout + 10*time.Second
+		c.DedupeLease = DefaultDedupeLease
 	}
 	if c.DedupePrefix == "" {
-		c.DedupePrefix = dedupe.DefaultKeyPrefix
+		c.DedupePrefix = DefaultDedupePrefix
 	}
 	if c.QueueType == "" {
 		c.QueueType = DefaultQueueType
@@ -235,94 +251,6 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate checks every field after defaults are applied. Each error names
-// the environment variable of the field.
-func (c Config) Validate() error {
-	c = c.withDefaults()
-	checks := []func() error{
-		func() error { return checkURL("AMQP_URL", c.AMQPURL, "amqp", "amqps") },
-		func() error { return checkRedisURL(c) },
-		func() error { return checkRange("CONCURRENCY", c.Concurrency, 1, 10000) },
-		func() error { return checkRange("PREFETCH", c.Prefetch, 0, 65535) },
-		func() error { return checkRange("MAX_ATTEMPTS", c.MaxAttempts, 1, retry.MaxAttemptValue) },
-		func() error { return wrapVar("RETRY_DELAYS", retry.Policy{Delays: c.RetryDelays}.Validate()) },
-		func() error { return checkPositive("HANDLER_TIMEOUT", c.HandlerTimeout) },
-		func() error { return checkPositive("SHUTDOWN_TIMEOUT", c.ShutdownTimeout) },
-		func() error { return checkOneOf("DEDUPE", c.Dedupe, DedupeOn, DedupeOff) },
-		func() error { return checkPositive("DEDUPE_TTL", c.DedupeTTL) },
-		func() error { return checkPositive("DEDUPE_LEASE", c.DedupeLease) },
-		func() error {
-			return checkOneOf("QUEUE_TYPE", string(c.QueueType), string(broker.Classic), string(broker.Quorum))
-		},
-		func() error { return checkRange("DELIVERY_LIMIT", c.DeliveryLimit, 1, 1_000_000) },
-		func() error { return checkPositive("CONSUMER_TIMEOUT", c.ConsumerTimeout) },
-		func() error { return checkTLS("AMQP", c.amqpTLS()) },
-		func() error { return checkTLS("REDIS", c.redisTLS()) },
-		func() error { return checkOneOf("LOG_LEVEL", c.LogLevel, "debug", "info", "warn", "error") },
-		func() error { return checkOneOf("LOG_FORMAT", c.LogFormat, "json", "console") },
-	}
-	for _, check := range checks {
-		if err := check(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func wrapVar(name string, err error) error {
-	if err == nil {
-		return nil
-	}
-	return fmt.Errorf("%s_%s: %w", EnvPrefix, name, err)
-}
-
-func checkURL(name, raw string, schemes ...string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("%s_%s: %s is not a valid URL", EnvPrefix, name, redact.URL(raw))
-	}
-	if err := checkOneOf(name, u.Scheme, schemes...); err != nil {
-		return fmt.Errorf("%s_%s: scheme of %s must be one of %s", EnvPrefix, name, redact.URL(raw), strings.Join(schemes, ", "))
-	}
-	if u.Host == "" {
-		return fmt.Errorf("%s_%s: %s has no host", EnvPrefix, name, redact.URL(raw))
-	}
-	return nil
-}
-
-func checkRedisURL(c Config) error {
-	if c.Dedupe == DedupeOff || c.Store != nil {
-		return nil
-	}
-	if _, err := dedupe.ParseRedisURL(c.RedisURL); err != nil {
-		return wrapVar("REDIS_URL", err)
-	}
-	return nil
-}
-
-func checkRange(name string, v, lo, hi int) error {
-	if v < lo || v > hi {
-		return fmt.Errorf("%s_%s: must be between %d and %d, got %d", EnvPrefix, name, lo, hi, v)
-	}
-	return nil
-}
-
-func checkPositive(name string, d time.Duration) error {
-	if d <= 0 {
-		return fmt.Errorf("%s_%s: must be a positive duration, got %s", EnvPrefix, name, d)
-	}
-	return nil
-}
-
-func checkOneOf(name, v string, allowed ...string) error {
-	for _, a := range allowed {
-		if v == a {
-			return nil
-		}
-	}
-	return fmt.Errorf("%s_%s: must be one of %s, got %q", EnvPrefix, name, strings.Join(allowed, ", "), v)
-}
-
 func (c Config) amqpTLS() tlsconf.Files {
 	return tlsconf.Files{CAFile: c.AMQPCAFile, CertFile: c.AMQPCertFile, KeyFile: c.AMQPKeyFile}
 }
@@ -331,12 +259,16 @@ func (c Config) redisTLS() tlsconf.Files {
 	return tlsconf.Files{CAFile: c.RedisCAFile, CertFile: c.RedisCertFile, KeyFile: c.RedisKeyFile}
 }
 
-// checkTLS loads the files, so that a missing or bad file stops start-up.
-func checkTLS(name string, f tlsconf.Files) error {
-	if _, err := f.Load(); err != nil {
-		return fmt.Errorf("%s_%s_CA_FILE/CERT_FILE/KEY_FILE: %w", EnvPrefix, name, err)
+// loadTLS reads the TLS files of both connections (nil where none is
+// named). Errors name the variables.
+func (c Config) loadTLS() (amqpTLS, redisTLS *tls.Config, err error) {
+	if amqpTLS, err = c.amqpTLS().Load(); err != nil {
+		return nil, nil, fmt.Errorf("%s_AMQP_CA_FILE/CERT_FILE/KEY_FILE: %w", EnvPrefix, err)
 	}
-	return nil
+	if redisTLS, err = c.redisTLS().Load(); err != nil {
+		return nil, nil, fmt.Errorf("%s_REDIS_CA_FILE/CERT_FILE/KEY_FILE: %w", EnvPrefix, err)
+	}
+	return amqpTLS, redisTLS, nil
 }
 
 // logFields are the effective settings, secrets redacted, logged once at

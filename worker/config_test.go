@@ -92,7 +92,7 @@ func defaultConfig() worker.Config {
 		ShutdownTimeout: worker.DefaultShutdownTimeout,
 		Dedupe:          worker.DedupeOn,
 		DedupeTTL:       worker.DefaultDedupeTTL,
-		DedupeLease:     worker.DefaultHandlerTimeout + 10*time.Second,
+		DedupeLease:     worker.DefaultDedupeLease,
 		DedupePrefix:    dedupe.DefaultKeyPrefix,
 		DedupeFailOpen:  false,
 		QueueType:       worker.DefaultQueueType,
@@ -123,9 +123,6 @@ func TestFromEnvDefaults(t *testing.T) {
 		t.Fatalf("FromEnv with no variables: %v", err)
 	}
 	want := defaultConfig()
-	// FromEnv leaves DedupeLease at 0, which means "handler timeout + 10s";
-	// New fills it in.
-	want.DedupeLease = 0
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("FromEnv() =\n%+v\nwant\n%+v", cfg, want)
 	}
@@ -255,7 +252,7 @@ func TestFromEnvZeroMeansDefault(t *testing.T) {
 		{"SHUTDOWN_TIMEOUT", "0s", func(c worker.Config) any { return c.ShutdownTimeout }, worker.DefaultShutdownTimeout},
 		{"SHUTDOWN_TIMEOUT", "0", func(c worker.Config) any { return c.ShutdownTimeout }, worker.DefaultShutdownTimeout},
 		{"DEDUPE_TTL", "0s", func(c worker.Config) any { return c.DedupeTTL }, worker.DefaultDedupeTTL},
-		{"DEDUPE_LEASE", "0s", func(c worker.Config) any { return c.DedupeLease }, worker.DefaultHandlerTimeout + 10*time.Second},
+		{"DEDUPE_LEASE", "0s", func(c worker.Config) any { return c.DedupeLease }, worker.DefaultDedupeLease},
 		{"DELIVERY_LIMIT", "0", func(c worker.Config) any { return c.DeliveryLimit }, worker.DefaultDeliveryLimit},
 		{"PREFETCH", "0", func(c worker.Config) any { return c.Prefetch }, 0},
 	}
@@ -391,9 +388,10 @@ func TestConfigNewFillsDefaults(t *testing.T) {
 		t.Errorf("Config{}.Validate() = %v", err)
 	}
 
-	// The lease follows the handler timeout when unset.
-	if got := effective(t, worker.Config{HandlerTimeout: time.Minute}).DedupeLease; got != 70*time.Second {
-		t.Errorf("DedupeLease with a 1m handler timeout = %v, want 1m10s", got)
+	// The lease does not follow the handler timeout: claims are renewed
+	// while they are held, so a short lease serves long handlers too.
+	if got := effective(t, worker.Config{HandlerTimeout: time.Minute}).DedupeLease; got != worker.DefaultDedupeLease {
+		t.Errorf("DedupeLease with a 1m handler timeout = %v, want %v", got, worker.DefaultDedupeLease)
 	}
 
 	// A given logger is used as it is.

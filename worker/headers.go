@@ -23,6 +23,9 @@ const (
 	HeaderFirstFailure     = "warren-first-failure"
 	HeaderLastFailure      = "warren-last-failure"
 	HeaderHost             = "warren-host"
+	// HeaderInProgress counts the rounds a message went through the
+	// delay tiers because it was in progress elsewhere (no attempt spent).
+	HeaderInProgress = "warren-in-progress"
 )
 
 // MaxErrorHeader bounds the error text written into a header, in bytes.
@@ -33,15 +36,23 @@ const MaxErrorHeader = 1024
 var brokerHeaders = []string{"x-death", "x-first-death-exchange", "x-first-death-queue",
 	"x-first-death-reason", "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count"}
 
-// delivery builds the handler's view of bd.
-func (r *runner) delivery(bd *broker.Delivery) *Delivery {
+// viewer builds the handler's view of a route's deliveries.
+type viewer struct {
+	queue       string
+	maxAttempts int
+	prefix      string                 // of dedupe keys
+	dedupeKey   func(*Delivery) string // nil means the message id
+}
+
+// of builds the handler's view of bd.
+func (v viewer) of(bd *broker.Delivery) *Delivery {
 	d := &Delivery{
 		Message:     bd.Message,
 		Queue:       bd.Queue,
 		Exchange:    bd.Exchange,
 		RoutingKey:  bd.RoutingKey,
 		Redelivered: bd.Redelivered,
-		MaxAttempts: r.route.Retry.MaxAttempts,
+		MaxAttempts: v.maxAttempts,
 	}
 	if ex, ok := bd.Headers[HeaderOriginalExchange].(string); ok {
 		d.Exchange = ex
@@ -50,8 +61,8 @@ func (r *runner) delivery(bd *broker.Delivery) *Delivery {
 		d.RoutingKey = key
 	}
 	id := ""
-	if r.route.DedupeKey != nil {
-		id = r.route.DedupeKey(d)
+	if v.dedupeKey != nil {
+		id = v.dedupeKey(d)
 	}
 	if id == "" {
 		id = bd.MessageID
@@ -59,7 +70,7 @@ func (r *runner) delivery(bd *broker.Delivery) *Delivery {
 	if id == "" {
 		id = dedupe.BodyKeyID(bd.Body)
 	}
-	d.IdempotencyKey = dedupe.Key(r.w.cfg.DedupePrefix, r.route.Queue, id)
+	d.IdempotencyKey = dedupe.Key(v.prefix, v.queue, id)
 	return d
 }
 
@@ -78,30 +89,43 @@ func copyHeaders(bd *broker.Delivery, d *Delivery) map[string]any {
 	return h
 }
 
+// copier builds the copies of a route's messages: retry copies and dead
+// letters, with the failure written on them.
+type copier struct {
+	queue   string // the route's queue
+	handler string // the route's name
+	host    string
+}
+
 // failureHeaders records a failure on h.
-func (r *runner) failureHeaders(h map[string]any, dec decision, attempt int) {
+func (c copier) failureHeaders(h map[string]any, res result, attempt int) {
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	if _, ok := h[HeaderFirstFailure].(string); !ok {
 		h[HeaderFirstFailure] = now
 	}
 	h[HeaderLastFailure] = now
-	h[HeaderError] = cut(errText(dec.err), MaxErrorHeader)
-	h[HeaderErrorKind] = dec.kind
-	h[HeaderQueue] = r.route.Queue
-	h[HeaderHandler] = r.route.Name
+	h[HeaderError] = cut(errText(res.err), MaxErrorHeader)
+	h[HeaderErrorKind] = res.Kind
+	h[HeaderQueue] = c.queue
+	h[HeaderHandler] = c.handler
 	h[HeaderAttempts] = int32(attempt)
-	h[HeaderHost] = r.host
+	h[HeaderHost] = c.host
 }
 
 // retryMessage is the copy published to a delay tier.
-func (r *runner) retryMessage(bd *broker.Delivery, d *Delivery, dec decision) broker.Message {
+func (c copier) retryMessage(bd *broker.Delivery, d *Delivery, res result) broker.Message {
 	m := bd.Message
 	m.Expiration = "" // the tier's TTL decides when it comes back
 	h := copyHeaders(bd, d)
 	next := d.Attempt
-	if dec.spend {
+	switch {
+	case res.spend:
 		next++
-		r.failureHeaders(h, dec, d.Attempt)
+		c.failureHeaders(h, res, d.Attempt)
+		delete(h, HeaderInProgress)
+	case res.Kind == KindInProgress:
+		rounds, _ := h[HeaderInProgress].(int32)
+		h[HeaderInProgress] = rounds + 1
 	}
 	m.Headers = retry.SetAttempt(h, next)
 	return m
@@ -109,12 +133,12 @@ func (r *runner) retryMessage(bd *broker.Delivery, d *Delivery, dec decision) br
 
 // deadLetter is the message published to the dead-letter queue: the body
 // and properties unchanged, with the failure written in headers.
-func (r *runner) deadLetter(bd *broker.Delivery, d *Delivery, dec decision) broker.Message {
+func (c copier) deadLetter(bd *broker.Delivery, d *Delivery, res result) broker.Message {
 	m := bd.Message
 	m.Expiration = "" // as the broker does when it dead-letters: a dead letter never expires
 	h := copyHeaders(bd, d)
-	r.failureHeaders(h, dec, d.Attempt)
-	h[HeaderDeadLetterReason] = dec.reason
+	c.failureHeaders(h, res, d.Attempt)
+	h[HeaderDeadLetterReason] = res.Reason
 	m.Headers = h
 	return m
 }

@@ -54,29 +54,30 @@ var eventMessage = map[Outcome]string{
 
 // logEvent logs one message's outcome with the stable fields. Acks log at
 // debug level so that a busy worker's log stays readable.
-func (r *runner) logEvent(d *Delivery, dec decision, took time.Duration) {
+func logEvent(log *zap.Logger, j *job, res result, took time.Duration) {
 	level := zapcore.InfoLevel
-	switch dec.outcome {
-	case OutcomeAck:
+	switch {
+	case res.Outcome == OutcomeAck, res.Kind == KindInProgress && res.Outcome == OutcomeRetry:
+		// A copy waiting for its message to finish elsewhere is routine.
 		level = zapcore.DebugLevel
-	case OutcomeDeadLetter, OutcomeRequeue:
+	case res.Outcome == OutcomeDeadLetter, res.Outcome == OutcomeRequeue:
 		level = zapcore.WarnLevel
 	}
-	ce := r.log.Check(level, eventMessage[dec.outcome])
+	ce := log.Check(level, eventMessage[res.Outcome])
 	if ce == nil {
 		return
 	}
-	fields := append(messageFields(d), zap.String("outcome", string(dec.outcome)), zap.Duration("duration", took))
-	if dec.err != nil {
-		fields = append(fields, zap.String("error", dec.err.Error()), zap.String("error_kind", dec.kind))
+	fields := append(messageFields(j.d), zap.String("outcome", string(res.Outcome)), zap.Duration("duration", took))
+	if res.err != nil {
+		fields = append(fields, zap.String("error", res.err.Error()), zap.String("error_kind", res.Kind))
 	}
-	if dec.outcome == OutcomeRetry {
-		fields = append(fields, zap.Duration("delay", dec.delay), zap.Bool("attempt_spent", dec.spend))
+	if res.Outcome == OutcomeRetry {
+		fields = append(fields, zap.Duration("delay", res.Delay), zap.Bool("attempt_spent", res.spend))
 	}
-	if dec.reason != "" {
-		fields = append(fields, zap.String("reason", dec.reason))
+	if res.Reason != "" {
+		fields = append(fields, zap.String("reason", res.Reason))
 	}
-	if dec.stale {
+	if j.stale {
 		fields = append(fields, zap.Bool("result_dropped", true))
 	}
 	ce.Write(fields...)

@@ -18,6 +18,7 @@ type metrics struct {
 	retries    *prometheus.CounterVec
 	deadLetter *prometheus.CounterVec
 	duplicates *prometheus.CounterVec
+	inProgress *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -47,11 +48,15 @@ func newMetrics() *metrics {
 			Name: "warren_duplicates_total",
 			Help: "Duplicates acked without running the handler, by queue.",
 		}, []string{"queue"}),
+		inProgress: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_in_progress_total",
+			Help: "Copies that found their message in progress elsewhere and went round a delay tier without spending an attempt, by queue.",
+		}, []string{"queue"}),
 	}
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.messages, m.duration, m.inFlight, m.retries, m.deadLetter, m.duplicates} {
+	for _, c := range []prometheus.Collector{m.messages, m.duration, m.inFlight, m.retries, m.deadLetter, m.duplicates, m.inProgress} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -66,11 +71,13 @@ type queueMetrics struct {
 	outcomes map[Outcome]prometheus.Counter
 	duration prometheus.Observer
 	dups     prometheus.Counter
+	inFlight prometheus.Gauge
 }
 
 func (m *metrics) forQueue(queue string) *queueMetrics {
 	q := &queueMetrics{m: m, queue: queue, outcomes: map[Outcome]prometheus.Counter{},
-		duration: m.duration.WithLabelValues(queue), dups: m.duplicates.WithLabelValues(queue)}
+		duration: m.duration.WithLabelValues(queue), dups: m.duplicates.WithLabelValues(queue),
+		inFlight: m.inFlight.WithLabelValues(queue)}
 	for _, o := range []Outcome{OutcomeAck, OutcomeRetry, OutcomeDeadLetter, OutcomeDuplicate, OutcomeDiscard, OutcomeRequeue} {
 		q.outcomes[o] = m.messages.WithLabelValues(queue, string(o))
 	}
@@ -78,14 +85,17 @@ func (m *metrics) forQueue(queue string) *queueMetrics {
 }
 
 // observe records one settled message.
-func (q *queueMetrics) observe(dec decision, took time.Duration) {
-	q.outcomes[dec.outcome].Inc()
+func (q *queueMetrics) observe(res result, took time.Duration) {
+	q.outcomes[res.Outcome].Inc()
 	q.duration.Observe(took.Seconds())
-	switch dec.outcome {
+	switch res.Outcome {
 	case OutcomeRetry:
-		q.m.retries.WithLabelValues(q.queue, retry.FormatDelay(dec.delay)).Inc()
+		q.m.retries.WithLabelValues(q.queue, retry.FormatDelay(res.Delay)).Inc()
+		if res.Kind == KindInProgress {
+			q.m.inProgress.WithLabelValues(q.queue).Inc()
+		}
 	case OutcomeDeadLetter:
-		q.m.deadLetter.WithLabelValues(q.queue, dec.reason).Inc()
+		q.m.deadLetter.WithLabelValues(q.queue, res.Reason).Inc()
 	case OutcomeDuplicate:
 		q.dups.Inc()
 	}

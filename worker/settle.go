@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -10,76 +11,131 @@ import (
 	"github.com/warrenmq/warren/retry"
 )
 
-// settle carries out dec: it stores what replaces the message (a retry
-// copy or a dead letter) and only then acks it. It returns the decision
-// that was applied in the end, which differs from dec when a copy could
-// not be stored.
-func (r *runner) settle(hctx context.Context, bd *broker.Delivery, d *Delivery, dec decision) decision {
+// copyTimeout bounds publishing a retry copy or a dead letter.
+const copyTimeout = 30 * time.Second
+
+// copyStore is where settle stores a message's copy, the seam to the
+// broker's confirmed publisher.
+type copyStore interface {
+	// PublishCopy publishes m to queue through the default exchange and
+	// returns once the broker confirmed it: a *broker.UnroutableError
+	// when the queue is missing, a *broker.ChannelError when the broker
+	// refused the message itself.
+	PublishCopy(ctx context.Context, queue string, m broker.Message) error
+	// Redeclare declares the topology again.
+	Redeclare(ctx context.Context) error
+}
+
+// brokerCopies is the copyStore of a running worker.
+type brokerCopies struct {
+	pub  *broker.Publisher
+	conn *broker.Conn
+}
+
+func (b brokerCopies) PublishCopy(ctx context.Context, queue string, m broker.Message) error {
+	return b.pub.Publish(ctx, "", queue, m, broker.KeepMessageID())
+}
+
+func (b brokerCopies) Redeclare(ctx context.Context) error { return b.conn.Redeclare(ctx) }
+
+// settler is the third stage: it carries a verdict out. It stores what
+// replaces the message (a retry copy or a dead letter) and only then
+// releases the job's claim and acks the message.
+type settler struct {
+	queue  string
+	copier copier
+	copies copyStore
+	claims *claims // nil when dedupe is off
+	log    *zap.Logger
+}
+
+// settle carries res out for j. It returns what was done in the end,
+// which differs from res when a copy could not be stored.
+func (s *settler) settle(hctx context.Context, j *job, res result) result {
 	var err error
-	switch dec.outcome {
+	switch res.Outcome {
 	case OutcomeRetry:
-		err = r.publishCopy(hctx, retry.TierQueue(r.route.Queue, dec.delay), r.retryMessage(bd, d, dec))
+		err = s.publish(hctx, retry.TierQueue(s.queue, res.Delay), s.copier.retryMessage(j.bd, j.d, res))
 	case OutcomeDeadLetter:
-		err = r.publishCopy(hctx, retry.DLQ(r.route.Queue), r.deadLetter(bd, d, dec))
+		err = s.publish(hctx, retry.DLQ(s.queue), s.copier.deadLetter(j.bd, j.d, res))
 	}
 	if err != nil {
-		return r.copyFailed(hctx, bd, d, dec, err)
+		return s.copyFailed(hctx, j, res, err)
 	}
-	if dec.release != nil {
-		dec.release()
-	}
-	switch dec.outcome {
+	s.releaseHeld(hctx, j)
+	switch res.Outcome {
 	case OutcomeRequeue:
-		dec.stale = errors.Is(bd.Nack(true), broker.ErrStale)
+		j.stale = errors.Is(j.bd.Nack(true), broker.ErrStale)
 	case OutcomeRetry, OutcomeDeadLetter:
 		// Its copy is stored: ack at once, so that a lost connection
 		// leaves as few originals as possible to run again beside it.
-		dec.stale = errors.Is(bd.AckNow(), broker.ErrStale)
+		j.stale = errors.Is(j.bd.AckNow(), broker.ErrStale)
 	default:
-		dec.stale = errors.Is(bd.Ack(), broker.ErrStale)
+		j.stale = errors.Is(j.bd.Ack(), broker.ErrStale)
 	}
-	return dec
+	return res
 }
 
-func (r *runner) publishCopy(hctx context.Context, queue string, m broker.Message) error {
+func (s *settler) publish(hctx context.Context, queue string, m broker.Message) error {
 	ctx, cancel := context.WithTimeout(hctx, copyTimeout)
 	defer cancel()
-	return r.pub.Publish(ctx, "", queue, m, broker.KeepMessageID())
+	return s.copies.PublishCopy(ctx, queue, m)
+}
+
+// releaseHeld gives up the claim the job still holds, once what replaces
+// the message is stored (or the message is back on its queue).
+func (s *settler) releaseHeld(hctx context.Context, j *job) {
+	if !j.holds {
+		return
+	}
+	j.holds = false
+	rctx, cancel := releaseContext(hctx)
+	defer cancel()
+	s.claims.release(rctx, j)
 }
 
 // copyFailed handles a retry copy or dead letter that the broker did not
 // confirm. The original is never acked then:
 //   - its target queue is gone (unroutable): the topology is declared
 //     again and the message requeued, to be tried again;
-//   - the broker refused the copy itself (too large, say): a retry becomes
-//     a dead letter, and a dead letter falls back to the broker's own
-//     dead-lettering (a reject, which the queue routes to its .dlq);
+//   - the message is over the broker's max_message_size: no copy of it
+//     can be stored, so it goes to the broker's own dead-lettering at once
+//     (a reject, which the queue routes to its .dlq, unchanged), reason
+//     too_large;
+//   - the broker refused the copy itself otherwise: a retry becomes a
+//     dead letter, and a dead letter falls back to the broker's own
+//     dead-lettering (a reject);
 //   - anything else (a lost connection, a timeout): it is requeued.
-func (r *runner) copyFailed(hctx context.Context, bd *broker.Delivery, d *Delivery, dec decision, err error) decision {
-	r.log.Warn("storing the message's copy failed", append(messageFields(d), zap.String("copy", string(dec.outcome)), zap.Error(err))...)
+func (s *settler) copyFailed(hctx context.Context, j *job, res result, err error) result {
+	s.log.Warn("storing the message's copy failed", append(messageFields(j.d), zap.String("copy", string(res.Outcome)), zap.Error(err))...)
 	var (
 		ce *broker.ChannelError
 		ue *broker.UnroutableError
+		tl *broker.MessageTooLargeError
 	)
-	if errors.As(err, &ce) && dec.outcome == OutcomeRetry {
+	if errors.As(err, &tl) {
+		defer s.releaseHeld(hctx, j)
+		res.Outcome, res.Reason, res.err = OutcomeDeadLetter, KindTooLarge, errors.Join(res.err, err)
+		j.stale = errors.Is(j.bd.Nack(false), broker.ErrStale)
+		return res
+	}
+	if errors.As(err, &ce) && res.Outcome == OutcomeRetry {
 		// The broker refused the copy itself: keep it as a dead letter.
-		dl := decision{outcome: OutcomeDeadLetter, kind: dec.kind, reason: KindUnpublished, err: errors.Join(dec.err, err), release: dec.release}
-		return r.settle(hctx, bd, d, dl)
+		dl := result{Decision: Decision{Outcome: OutcomeDeadLetter, Kind: res.Kind, Reason: KindUnpublished}, err: errors.Join(res.err, err)}
+		return s.settle(hctx, j, dl)
 	}
-	if dec.release != nil {
-		defer dec.release()
-	}
+	defer s.releaseHeld(hctx, j)
 	switch {
 	case errors.As(err, &ue):
-		if derr := r.conn.Redeclare(hctx); derr != nil {
-			r.log.Warn("declaring the topology again failed", zap.Error(derr))
+		if derr := s.copies.Redeclare(hctx); derr != nil {
+			s.log.Warn("declaring the topology again failed", zap.Error(derr))
 		}
 	case errors.As(err, &ce):
-		dec.reason, dec.err = KindUnpublished, errors.Join(dec.err, err)
-		dec.stale = errors.Is(bd.Nack(false), broker.ErrStale)
-		return dec
+		res.Reason, res.err = KindUnpublished, errors.Join(res.err, err)
+		j.stale = errors.Is(j.bd.Nack(false), broker.ErrStale)
+		return res
 	}
-	dec.outcome, dec.err = OutcomeRequeue, errors.Join(dec.err, err)
-	dec.stale = errors.Is(bd.Nack(true), broker.ErrStale)
-	return dec
+	res.Outcome, res.err = OutcomeRequeue, errors.Join(res.err, err)
+	j.stale = errors.Is(j.bd.Nack(true), broker.ErrStale)
+	return res
 }

@@ -2,14 +2,15 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/warrenmq/warren/broker"
@@ -37,6 +38,9 @@ type Worker struct {
 	health  health
 	metrics *metrics
 	reg     *prometheus.Registry
+	host    string // written on dead letters
+
+	amqpTLS, redisTLS *tls.Config // loaded by New; nil without TLS files
 }
 
 // New validates cfg, fills its defaults and returns a worker.
@@ -44,8 +48,14 @@ func New(cfg Config) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg = cfg.withDefaults()
-	w := &Worker{cfg: cfg, log: cfg.Logger, started: make(chan struct{}), metrics: newMetrics(), reg: cfg.Registry}
+	cfg = cfg.WithDefaults()
+	amqpTLS, redisTLS, err := cfg.loadTLS()
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	w := &Worker{cfg: cfg, log: cfg.Logger, started: make(chan struct{}), metrics: newMetrics(), reg: cfg.Registry,
+		host: host, amqpTLS: amqpTLS, redisTLS: redisTLS}
 	if w.reg == nil {
 		w.reg = prometheus.NewRegistry()
 	}
@@ -131,6 +141,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	defer w.end()
+	// The clients' own log lines go to this run's logger until it returns.
+	defer broker.RouteClientLogs(w.log)()
+	defer dedupe.RouteClientLogs(w.log)()
 	w.log.Info("starting", append(w.cfg.logFields(), zap.Int("routes", len(routes)))...)
 	w.warnConsumerTimeout(routes)
 	srv, err := w.startServers(w.reg)
@@ -151,19 +164,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHandlers()
-	runners := make([]*runner, len(routes))
-	for i, r := range routes {
-		runners[i] = newRunner(w, rt, r, chain(r.Handler, append(append([]Middleware(nil), mws...), r.Middleware...)...))
-		if err := runners[i].start(hctx); err != nil {
-			stopAll(runners[:i])
-			return err
-		}
+	pipes, err := w.startPipelines(hctx, rt, routes, mws)
+	if err != nil {
+		return err
 	}
-	checks := []func() bool{rt.consume.Connected, rt.publish.Connected}
-	for _, r := range runners {
-		checks = append(checks, r.cons.Active)
-	}
-	w.health.setConns(checks...)
 	if rt.store != nil {
 		stopPing := w.pingStore(rt.store)
 		defer stopPing()
@@ -174,8 +178,49 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info("running")
 	<-ctx.Done()
 	w.health.setRunning(false)
-	w.drain(runners, cancelHandlers)
+	w.drain(pipes, cancelHandlers)
 	return nil
+}
+
+// startPipelines consumes every route's queue and starts its pipeline;
+// readiness follows both connections and every subscription.
+func (w *Worker) startPipelines(hctx context.Context, rt *runtime, routes []Route, mws []Middleware) ([]*pipeline, error) {
+	pipes := make([]*pipeline, 0, len(routes))
+	checks := []func() bool{rt.consume.Connected, rt.publish.Connected}
+	for _, r := range routes {
+		// Acks wait to share a frame only while the broker still has
+		// window to send ahead beyond the messages being worked on.
+		ackBatch := max(1, (r.Prefetch-r.Concurrency)/2)
+		cons, err := rt.consume.Consume(broker.ConsumerConfig{Queue: r.Queue, Prefetch: r.Prefetch, AckBatch: ackBatch})
+		if err != nil {
+			stopAll(pipes)
+			return nil, fmt.Errorf("route %q: %w", r.Queue, err)
+		}
+		checks = append(checks, cons.Active)
+		h := chain(r.Handler, append(append([]Middleware(nil), mws...), r.Middleware...)...)
+		p := newPipeline(w.pipelineConfig(rt, r, cons, h))
+		p.start(hctx)
+		pipes = append(pipes, p)
+	}
+	w.health.setConns(checks...)
+	return pipes, nil
+}
+
+// pipelineConfig is what route r's pipeline gets from the worker.
+func (w *Worker) pipelineConfig(rt *runtime, r Route, src source, h Handler) pipelineConfig {
+	log := w.log.Named("worker").With(zap.String("queue", r.Queue))
+	c := pipelineConfig{
+		route: r, handler: h, src: src,
+		copies: brokerCopies{pub: rt.pub, conn: rt.consume},
+		ttl:    w.cfg.DedupeTTL, prefix: w.cfg.DedupePrefix, host: w.host,
+		failOpen: w.cfg.DedupeFailOpen, health: &w.health,
+		log: log, metrics: w.metrics.forQueue(r.Queue),
+	}
+	if r.Dedupe == DedupeOn {
+		c.claims = &claims{store: rt.store, lease: w.cfg.DedupeLease, log: log,
+			keeper: newKeeper(rt.store, w.cfg.DedupeLease, log, &w.health)}
+	}
+	return c
 }
 
 // warnConsumerTimeout warns about routes whose handlers may hold a message
@@ -213,7 +258,7 @@ func (w *Worker) end() {
 
 // drain stops consuming, waits for handlers within the shutdown timeout,
 // then cancels what is left and waits for it too.
-func (w *Worker) drain(runners []*runner, cancelHandlers context.CancelFunc) {
+func (w *Worker) drain(runners []*pipeline, cancelHandlers context.CancelFunc) {
 	w.log.Info("draining", zap.Duration("timeout", w.cfg.ShutdownTimeout))
 	var stopped sync.WaitGroup
 	for _, r := range runners {
@@ -240,131 +285,8 @@ func (w *Worker) drain(runners []*runner, cancelHandlers context.CancelFunc) {
 	stopAll(runners)
 }
 
-func stopAll(runners []*runner) {
+func stopAll(runners []*pipeline) {
 	for _, r := range runners {
 		r.close()
-	}
-}
-
-// runtime is what Run connects: a connection for consuming, one for
-// publishing (so that flow control on publishes never holds up acks), the
-// publisher, and the dedupe store.
-type runtime struct {
-	consume *broker.Conn
-	publish *broker.Conn
-	pub     *broker.Publisher
-	store   dedupe.Store
-	redis   redis.UniversalClient
-}
-
-func (w *Worker) connect(ctx context.Context, routes []Route) (*runtime, error) {
-	rt := &runtime{}
-	if err := w.connectInto(ctx, rt, routes); err != nil {
-		rt.close()
-		return nil, err
-	}
-	return rt, nil
-}
-
-func (w *Worker) connectInto(ctx context.Context, rt *runtime, routes []Route) (err error) {
-	tlsCfg, err := w.cfg.amqpTLS().Load()
-	if err != nil {
-		return fmt.Errorf("%s_AMQP_CA_FILE/CERT_FILE/KEY_FILE: %w", EnvPrefix, err)
-	}
-	bc := broker.Config{URL: w.cfg.AMQPURL, Logger: w.log, TLS: tlsCfg}
-	bc.Name = "warren-consume"
-	if rt.consume, err = broker.Dial(ctx, bc); err != nil {
-		return err
-	}
-	bc.Name = "warren-publish"
-	if rt.publish, err = broker.Dial(ctx, bc); err != nil {
-		return err
-	}
-	rt.pub = rt.publish.NewPublisher()
-	for _, r := range routes {
-		if err := rt.consume.Declare(ctx, r.topology(w.cfg.DeliveryLimit)); err != nil {
-			return fmt.Errorf("route %q: %w", r.Queue, err)
-		}
-		w.log.Info("declared", zap.String("queue", r.Queue), zap.String("queue_type", string(r.QueueType)),
-			zap.Durations("retry_delays", r.Retry.Delays))
-	}
-	return w.openStore(rt, routes)
-}
-
-func (w *Worker) openStore(rt *runtime, routes []Route) error {
-	need := false
-	for _, r := range routes {
-		need = need || r.Dedupe == DedupeOn
-	}
-	if !need {
-		return nil
-	}
-	if !w.cfg.DedupeFailOpen {
-		w.health.setStoreUsed() // fail closed: readiness follows the store
-	}
-	if w.cfg.Store != nil {
-		rt.store = w.cfg.Store
-		return nil
-	}
-	opts, err := dedupe.ParseRedisURL(w.cfg.RedisURL)
-	if err != nil {
-		return fmt.Errorf("%s_REDIS_URL: %w", EnvPrefix, err)
-	}
-	if err := w.applyRedisTLS(opts); err != nil {
-		return err
-	}
-	rt.redis = redis.NewUniversalClient(opts)
-	rt.store, err = dedupe.NewRedis(rt.redis, dedupe.RedisConfig{})
-	return err
-}
-
-// applyRedisTLS adds the configured CA and client certificate to a
-// rediss:// connection.
-func (w *Worker) applyRedisTLS(opts *redis.UniversalOptions) error {
-	files := w.cfg.redisTLS()
-	if files.Empty() {
-		return nil
-	}
-	tlsCfg, err := files.Load()
-	if err != nil {
-		return fmt.Errorf("%s_REDIS_CA_FILE/CERT_FILE/KEY_FILE: %w", EnvPrefix, err)
-	}
-	if opts.TLSConfig == nil {
-		return fmt.Errorf("%s_REDIS_CA_FILE/CERT_FILE/KEY_FILE: set, but %s_REDIS_URL is not rediss://", EnvPrefix, EnvPrefix)
-	}
-	tlsCfg.ServerName = opts.TLSConfig.ServerName
-	opts.TLSConfig = tlsCfg
-	return nil
-}
-
-// pingStore checks the dedupe store every storePingInterval, so that
-// readiness follows the store even when no message flows. It returns a
-// function that stops it and waits.
-func (w *Worker) pingStore(store dedupe.Store) (stop func()) {
-	check := func(ctx context.Context) {
-		err := store.Ping(ctx)
-		if ctx.Err() == nil {
-			w.health.storeResult(err != nil)
-		}
-	}
-	check(context.Background())
-	return every(storePingInterval, check)
-}
-
-// storePingInterval is how often readiness checks the dedupe store.
-const storePingInterval = 2 * time.Second
-
-func (rt *runtime) close() {
-	if rt.pub != nil {
-		_ = rt.pub.Close()
-	}
-	if rt.publish != nil {
-		_ = rt.publish.Close()
-	}
-	if rt.consume != nil {
-		_ = rt.consume.Close()
-	}
-	if rt.redis != nil {
-		_ = rt.redis.Close()
 	}
 }

@@ -3,9 +3,10 @@ package workertest
 import (
 	"context"
 	"encoding/json"
-	"runtime/debug"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/dedupe"
@@ -49,20 +50,34 @@ type Options struct {
 	Policy retry.Policy
 	// Timeout bounds the handler run. 0 means DefaultTimeout.
 	Timeout time.Duration
+	// Store, when set, runs the handler under a dedupe claim on the
+	// delivery's IdempotencyKey, as a worker with dedupe on does: a
+	// message already marked done is a duplicate (the handler does not
+	// run), a success is marked done, and with the Redis store the writes
+	// the handler gives worker.CommitWithDone are committed with the done
+	// mark. nil means dedupe off (CommitWithDone returns
+	// worker.ErrNoAtomicStore).
+	Store dedupe.Store
+	// Logger receives the handler's logs (worker.Logger). nil means none;
+	// zaptest.NewLogger(t) puts them in the test's output.
+	Logger *zap.Logger
 }
 
 // Result is what the worker would do with the message.
 type Result struct {
 	worker.Decision
-	// Err is what the handler returned (a *worker.PanicError after a panic).
+	// Err is what the handler returned (a *worker.PanicError after a
+	// panic; an error wrapping context.DeadlineExceeded after a timeout),
+	// or what the dedupe store answered.
 	Err error
-	// Duration is how long the handler ran.
+	// Duration is how long the run took.
 	Duration time.Duration
 }
 
-// Run calls h with d the way a worker does (with a timeout, recovering a
-// panic) and reports the outcome: ack, retry (with its delay tier),
-// dead_letter (with its reason) or discard.
+// Run calls h with d through the worker's own execute stage (with a
+// timeout, recovering a panic, under a dedupe claim when o.Store is set)
+// and reports the outcome: ack, retry (with its delay tier), dead_letter
+// (with its reason), discard, duplicate or requeue. Nothing is published.
 func Run(ctx context.Context, h worker.Handler, d *worker.Delivery, o Options) Result {
 	timeout := o.Timeout
 	if timeout == 0 {
@@ -72,18 +87,6 @@ func Run(ctx context.Context, h worker.Handler, d *worker.Delivery, o Options) R
 	if d.MaxAttempts == 0 {
 		d.MaxAttempts = p.MaxAttempts
 	}
-	start := time.Now()
-	err := call(ctx, h, d, timeout)
-	return Result{Decision: worker.Decide(err, d.Attempt, p), Err: err, Duration: time.Since(start)}
-}
-
-func call(ctx context.Context, h worker.Handler, d *worker.Delivery, timeout time.Duration) (err error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	defer func() {
-		if v := recover(); v != nil {
-			err = &worker.PanicError{Value: v, Stack: debug.Stack()}
-		}
-	}()
-	return h.Handle(ctx, d)
+	ex := worker.Execute(ctx, h, d, worker.ExecuteOptions{Policy: p, Timeout: timeout, Store: o.Store, Logger: o.Logger})
+	return Result{Decision: ex.Decision, Err: ex.Err, Duration: ex.Duration}
 }

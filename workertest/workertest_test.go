@@ -7,6 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/warrenmq/warren/dedupe"
+	"github.com/warrenmq/warren/internal/testenv"
 	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/worker"
 	"github.com/warrenmq/warren/workertest"
@@ -82,5 +87,86 @@ func TestTimeout(t *testing.T) {
 	res := workertest.Run(context.Background(), h, workertest.Delivery(nil), workertest.Options{Timeout: 20 * time.Millisecond})
 	if res.Outcome != worker.OutcomeRetry || !errors.Is(res.Err, context.DeadlineExceeded) {
 		t.Fatalf("got %+v (%v)", res.Decision, res.Err)
+	}
+}
+
+// A handler that runs out of time is reported as the worker writes it:
+// kind timeout.
+func TestTimeoutKind(t *testing.T) {
+	h := worker.HandlerFunc(func(ctx context.Context, d *worker.Delivery) error {
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	res := workertest.Run(context.Background(), h, workertest.Delivery(nil), workertest.Options{Timeout: 20 * time.Millisecond})
+	if res.Kind != worker.KindTimeout {
+		t.Fatalf("kind %q, want %q (%v)", res.Kind, worker.KindTimeout, res.Err)
+	}
+}
+
+// Without a store, CommitWithDone has nothing to commit with.
+func TestCommitWithDoneNeedsStore(t *testing.T) {
+	var got error
+	h := worker.HandlerFunc(func(ctx context.Context, d *worker.Delivery) error {
+		got = worker.CommitWithDone(ctx, func(redis.Pipeliner) error { return nil })
+		return got
+	})
+	workertest.Run(context.Background(), h, workertest.Delivery(nil), workertest.Options{})
+	if !errors.Is(got, worker.ErrNoAtomicStore) {
+		t.Fatalf("CommitWithDone without a store: %v", got)
+	}
+}
+
+// With the Redis store, a handler's CommitWithDone writes are committed
+// with the done mark, and a second run of the same message is a
+// duplicate whose handler does not run.
+func TestCommitWithDoneAgainstRedis(t *testing.T) {
+	client := testenv.RedisClient(t)
+	prefix := testenv.Name(t)
+	testenv.DeleteRedisPrefix(t, client, prefix)
+	store, err := dedupe.NewRedis(client, dedupe.RedisConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := 0
+	h := worker.HandlerFunc(func(ctx context.Context, d *worker.Delivery) error {
+		runs++
+		return worker.CommitWithDone(ctx, func(p redis.Pipeliner) error {
+			return p.IncrBy(ctx, worker.RedisKey(ctx, prefix+":balance"), 5).Err()
+		})
+	})
+	d := workertest.Delivery([]byte("x"))
+	d.IdempotencyKey = dedupe.Key(prefix, "test", "m1")
+	o := workertest.Options{Store: store, Logger: zaptest.NewLogger(t)}
+	if res := workertest.Run(context.Background(), h, d, o); res.Outcome != worker.OutcomeAck {
+		t.Fatalf("first run: %+v (%v)", res.Decision, res.Err)
+	}
+	balance := dedupe.SameSlot(d.IdempotencyKey, prefix+":balance")
+	if v, err := client.Get(context.Background(), balance).Int(); err != nil || v != 5 {
+		t.Fatalf("balance after the commit: %d, %v; want 5", v, err)
+	}
+	if res := workertest.Run(context.Background(), h, d, o); res.Outcome != worker.OutcomeDuplicate {
+		t.Fatalf("second run: %+v, want duplicate", res.Decision)
+	}
+	if runs != 1 {
+		t.Fatalf("handler ran %d times, want 1", runs)
+	}
+	if v, _ := client.Get(context.Background(), balance).Int(); v != 5 {
+		t.Fatalf("balance after the duplicate: %d, want 5", v)
+	}
+}
+
+// A message claimed elsewhere does not run: it would go round the first
+// tier as in progress, spending no attempt.
+func TestInProgressElsewhere(t *testing.T) {
+	store := dedupe.NewMemory()
+	d := workertest.Delivery([]byte("x"))
+	if st, err := store.Claim(context.Background(), d.IdempotencyKey, "another-worker", time.Minute); err != nil || st != dedupe.Claimed {
+		t.Fatalf("claim: %v, %v", st, err)
+	}
+	ran := false
+	h := worker.HandlerFunc(func(context.Context, *worker.Delivery) error { ran = true; return nil })
+	res := workertest.Run(context.Background(), h, d, workertest.Options{Store: store})
+	if ran || res.Outcome != worker.OutcomeRetry || res.Kind != worker.KindInProgress || res.Delay != retry.DefaultDelays()[0] {
+		t.Fatalf("ran %v, %+v; want an in-progress retry through the first tier", ran, res.Decision)
 	}
 }

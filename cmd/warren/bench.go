@@ -10,7 +10,7 @@ import (
 	"runtime/pprof"
 	"strings"
 
-	"github.com/warrenmq/warren/internal/bench"
+	"github.com/warrenmq/warren/cmd/warren/internal/bench"
 	"github.com/warrenmq/warren/worker"
 )
 

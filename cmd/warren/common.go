@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/dedupe"
 	"github.com/warrenmq/warren/worker"
 )
 
@@ -32,6 +33,10 @@ func loadConfigQuiet() (worker.Config, *zap.Logger, error) {
 		return cfg, nil, err
 	}
 	cfg.Logger = log
+	// What the AMQP and Redis clients log goes through log, for the rest
+	// of the command.
+	broker.RouteClientLogs(log)
+	dedupe.RouteClientLogs(log)
 	return cfg, log, nil
 }
 

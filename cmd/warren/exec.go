@@ -16,8 +16,24 @@ import (
 
 // execHandler runs a command per message: the body on standard input, the
 // metadata in WARREN_MSG_* environment variables. Exit 0 acks, exit 65
-// dead-letters, any other exit, a crash or the timeout retries.
-type execHandler struct{ argv []string }
+// dead-letters, any other exit, a crash or the timeout retries. The
+// command runs under an exec guard (see guard.go), which kills it with
+// everything it started when the handler's context ends or warren dies.
+type execHandler struct {
+	argv []string
+	self string // this binary, started again as the guard
+}
+
+func newExecHandler(argv []string) (*execHandler, error) {
+	if len(argv) == 0 {
+		return nil, errors.New("run: -exec names no command")
+	}
+	self, err := selfExe()
+	if err != nil {
+		return nil, fmt.Errorf("run: -exec needs the path of the warren binary: %w", err)
+	}
+	return &execHandler{argv: argv, self: self}, nil
+}
 
 // handlerEnv is warren's environment without its own settings, which
 // hold passwords the handler has no need of.
@@ -32,13 +48,25 @@ func handlerEnv() []string {
 }
 
 func (h *execHandler) Handle(ctx context.Context, d *worker.Delivery) error {
-	cmd := exec.CommandContext(ctx, h.argv[0], h.argv[1:]...)
-	// Its own process group: a timeout kills the handler with everything
-	// it started, and a Ctrl-C in a terminal reaches warren (which drains)
-	// rather than the handlers in flight.
+	life, err := newLifeline()
+	if err != nil {
+		return err
+	}
+	defer life.r.Close()
+	defer life.cut()
+	args := append([]string{guardCommand, "--"}, h.argv...)
+	cmd := exec.CommandContext(ctx, h.self, args...)
+	cmd.Args[0] = "warren"              // as ps shows it, rather than /proc/self/exe
+	cmd.ExtraFiles = []*os.File{life.r} // the guard's lifelineFD
+	// The guard and the command each get a process group of their own: a
+	// Ctrl-C in a terminal reaches warren (which drains) rather than the
+	// handlers in flight.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = time.Second
+	// Cutting the lifeline makes the guard kill the command's group; if
+	// the guard does not exit within WaitDelay, it is killed (and on
+	// Linux the command with it, by its parent-death signal).
+	cmd.Cancel = life.cut
+	cmd.WaitDelay = 5 * time.Second
 	cmd.Stdin = bytes.NewReader(d.Body)
 	cmd.Env = handlerEnv()
 	for _, kv := range metadata(d) {
@@ -47,7 +75,7 @@ func (h *execHandler) Handle(ctx context.Context, d *worker.Delivery) error {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.Stdout = os.Stdout
-	err := cmd.Run()
+	err = cmd.Run()
 	if err == nil {
 		return nil
 	}
@@ -62,5 +90,5 @@ func (h *execHandler) Handle(ctx context.Context, d *worker.Delivery) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("%s: %w", h.argv[0], ctx.Err())
 	}
-	return fmt.Errorf("%s failed: %v: %s", h.argv[0], err, msg)
+	return fmt.Errorf("%s failed: %w: %s", h.argv[0], err, msg)
 }

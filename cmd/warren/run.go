@@ -48,6 +48,7 @@ func runCmd(ctx context.Context, args []string, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// What the AMQP and Redis clients log goes through the worker's logger.
 	err = w.Handle(worker.Route{
 		Queue: *queue, Exchange: *exchange, ExchangeKind: *kind, BindingKeys: keys,
 		Concurrency: *conc, Timeout: *timeout, Handler: h,
@@ -63,8 +64,7 @@ func bridge(execLine, url string) (worker.Handler, error) {
 	case execLine != "" && url != "":
 		return nil, errors.New("run: give -exec or -http, not both")
 	case execLine != "":
-		argv := strings.Fields(execLine)
-		return &execHandler{argv: argv}, nil
+		return newExecHandler(strings.Fields(execLine))
 	case url != "":
 		return newHTTPHandler(url)
 	}

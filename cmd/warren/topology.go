@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/worker"
 )
 
@@ -53,14 +54,7 @@ func topologyCmd(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	differs := 0
-	fmt.Fprintf(out, "%-9s %-50s %-18s %s\n", "KIND", "NAME", "STATE", "DETAIL")
-	for _, d := range plan {
-		fmt.Fprintf(out, "%-9s %-50s %-18s %s\n", d.Kind, d.Name, d.State, d.Detail)
-		if d.State == "differs" {
-			differs++
-		}
-	}
+	differs := printPlan(out, plan)
 	if !apply {
 		if differs > 0 {
 			return fmt.Errorf("topology: %d entities differ from the broker", differs)
@@ -72,4 +66,17 @@ func topologyCmd(ctx context.Context, args []string, out io.Writer) error {
 	}
 	fmt.Fprintln(out, "applied")
 	return nil
+}
+
+// printPlan prints the plan as a table and returns how many entities
+// differ from the broker.
+func printPlan(out io.Writer, plan []broker.Drift) (differs int) {
+	fmt.Fprintf(out, "%-9s %-50s %-18s %s\n", "KIND", "NAME", "STATE", "DETAIL")
+	for _, d := range plan {
+		fmt.Fprintf(out, "%-9s %-50s %-18s %s\n", d.Kind, d.Name, d.State, d.Detail)
+		if d.State == "differs" {
+			differs++
+		}
+	}
+	return differs
 }

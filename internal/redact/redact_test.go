@@ -45,3 +45,26 @@ func TestError(t *testing.T) {
 		t.Fatal("nil error must stay nil")
 	}
 }
+
+func TestText(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{"", ""},
+		{"no url here: dial tcp 127.0.0.1:6379: connection refused", "no url here: dial tcp 127.0.0.1:6379: connection refused"},
+		{"connecting to redis://:s3cret@redis:6379/0 failed", "connecting to redis://:xxxxx@redis:6379/0 failed"},
+		{`Connection "amqp://guest:guest@localhost:5672/" recovery failed: EOF.`, `Connection "amqp://guest:xxxxx@localhost:5672/" recovery failed: EOF.`},
+		{"two: amqp://a:p1@h1/ and amqps://b:p2@h2:5671/vh", "two: amqp://a:xxxxx@h1/ and amqps://b:xxxxx@h2:5671/vh"},
+		{"list redis://a:p1@h1:1,redis://b:p2@h2:2 end", "list redis://a:xxxxx@h1:1,redis://b:xxxxx@h2:2 end"},
+		{"odd amqp://u:p%zz@host/ here", "odd <unparsable url> here"},
+		{"no password amqp://localhost:5672/vh", "no password amqp://localhost:5672/vh"},
+	}
+	for _, c := range cases {
+		if got := Text(c.in); got != c.want {
+			t.Errorf("Text(%q) = %q, want %q", c.in, got, c.want)
+		}
+		for _, secret := range []string{"s3cret", "guest@", "p1", "p2", "p%zz"} {
+			if strings.Contains(Text(c.in), secret) {
+				t.Errorf("Text(%q) keeps %q", c.in, secret)
+			}
+		}
+	}
+}

@@ -1012,14 +1012,6 @@ func closed(ch <-chan struct{}) bool {
 	}
 }
 
-func sum(xs []int) int {
-	s := 0
-	for _, x := range xs {
-		s += x
-	}
-	return s
-}
-
 func first(xs []string, n int) []string {
 	if len(xs) > n {
 		return xs[:n]

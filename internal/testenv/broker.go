@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"os/exec"
 	"testing"
 	"time"
 
@@ -121,10 +120,11 @@ func (a *Admin) DeleteExchanges(names ...string) {
 }
 
 // CloseAllConnections makes the broker drop every client connection, the
-// way a broker restart or a network cut looks to a client.
+// way a broker restart or a network cut looks to a client. It runs
+// rabbitmqctl against the test broker's node (see Rabbitmqctl).
 func CloseAllConnections(t testing.TB) {
 	t.Helper()
-	out, err := exec.Command("rabbitmqctl", "close_all_connections", "test: fault injection").CombinedOutput()
+	out, err := Rabbitmqctl(t, "close_all_connections", "test: fault injection")
 	if err != nil {
 		t.Fatalf("rabbitmqctl close_all_connections: %v: %s", err, out)
 	}

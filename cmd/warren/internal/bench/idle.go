@@ -91,7 +91,7 @@ func IdleChild(ctx context.Context, amqpURL, prefix string, stdin io.Reader, std
 	tick.Stop()
 	if _, err := fmt.Fprintln(stdout, ReadyLine); err != nil {
 		cancel()
-		<-runErr
+		<-runErr //nolint:errcheck // the write's error is the one to report
 		return err
 	}
 	return <-runErr
@@ -154,7 +154,7 @@ func (e *env) idleRSS(ctx context.Context, round int) (Round, error) {
 			return err
 		case <-time.After(timeout):
 			_ = cmd.Process.Kill()
-			<-exited
+			<-exited //nolint:errcheck // killed: its exit status says nothing more
 			return fmt.Errorf("did not exit within %s of SIGTERM; killed", timeout)
 		}
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/warrenmq/warren/internal/bench"
+	"github.com/warrenmq/warren/cmd/warren/internal/bench"
 	"github.com/warrenmq/warren/internal/testenv"
 )
 

@@ -1,0 +1,55 @@
+package worker
+
+import (
+	"time"
+
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/dedupe"
+	"github.com/warrenmq/warren/retry"
+)
+
+// job is one delivery on its walk through a route's stages: intake
+// builds it and claims it, execute runs its handler, settle or finish
+// settles it. What a stage learns about the message's claim and
+// settlement is kept here; the verdict says only what the handler's
+// result means.
+type job struct {
+	bd    *broker.Delivery
+	d     *Delivery
+	start time.Time
+	aerr  error // the attempt header is invalid
+
+	// The dedupe claim: taken by intake (claimed), or by execute for a
+	// job that intake did not claim.
+	claimed   bool
+	claimedAt time.Time
+	owner     string
+	status    dedupe.Status
+	cerr      error
+	claim     *heldClaim // renewed by the route's keeper while held
+
+	// holds: the claim is this job's until it is settled; release it once
+	// what replaces the message is stored. markDone: the handler
+	// succeeded under the claim, so finish stores the done mark, then
+	// acks.
+	holds    bool
+	markDone bool
+	// stale: the message's channel closed before its result was sent;
+	// the broker redelivers it.
+	stale bool
+}
+
+// newJob builds the job of a delivery, with its handler's view.
+func newJob(bd *broker.Delivery, view func(*broker.Delivery) *Delivery) *job {
+	j := &job{bd: bd, d: view(bd), start: time.Now()}
+	j.d.Attempt, j.aerr = retry.Attempt(bd.Headers)
+	if j.aerr != nil {
+		j.d.Attempt = 1
+	}
+	return j
+}
+
+// ownClaim reports whether intake took the job's claim and holds it.
+func (j *job) ownClaim() bool {
+	return j.claimed && j.cerr == nil && j.status == dedupe.Claimed
+}

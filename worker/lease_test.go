@@ -1,0 +1,151 @@
+package worker
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/warrenmq/warren/dedupe"
+)
+
+// The keeper renews a running handler's claim, so another owner cannot
+// take it however long the handler runs (the store's clock is moved by
+// the test; the renewals are the keeper's).
+func TestKeeperRenewsRunningClaim(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	var clock atomic.Int64
+	clock.Store(now.UnixNano())
+	entered, proceed := make(chan struct{}), make(chan struct{})
+	r := newRig(t, rigOptions{dedupe: true, handler: HandlerFunc(func(ctx context.Context, d *Delivery) error {
+		close(entered)
+		<-proceed
+		return nil
+	})})
+	r.store.SetClock(func() time.Time { return time.Unix(0, clock.Load()) })
+	lease := r.pipe.intake.claims.lease
+	keeper := r.pipe.intake.claims.keeper
+	r.start()
+	tag := r.deliver("m1", nil)
+	<-entered
+	for range 3 { // three times most of a lease: the claim would have lapsed twice
+		clock.Add(int64(lease * 9 / 10))
+		keeper.renew(context.Background())
+	}
+	if st, err := r.store.Claim(context.Background(), r.key("m1"), "other", lease); err != nil || st != dedupe.InProgress {
+		t.Fatalf("another owner's claim during the run: %v, %v; want in_progress", st, err)
+	}
+	close(proceed)
+	r.acks.waitSettled(t, 1)
+	r.close()
+	if got := r.acks.result(tag); got != settledAck {
+		t.Fatalf("settled with %q, want ack", got)
+	}
+	if st, _ := r.store.Claim(context.Background(), r.key("m1"), "other", lease); st != dedupe.Done {
+		t.Fatalf("after the run the message is %v, want done", st)
+	}
+	if n := len(keeper.held); n != 0 {
+		t.Fatalf("the keeper still renews %d claims after the drain", n)
+	}
+}
+
+// A claim that a renewal finds gone while its job waits for a handler is
+// not run: its message goes round the first tier as in progress, without
+// spending an attempt, and the round is counted on it.
+func TestKeeperLostClaimIsNotRun(t *testing.T) {
+	var runs atomic.Int32
+	entered, proceed := make(chan struct{}), make(chan struct{})
+	r := newRig(t, rigOptions{dedupe: true, concurrency: 1, handler: HandlerFunc(func(ctx context.Context, d *Delivery) error {
+		runs.Add(1)
+		if d.MessageID == "m1" {
+			close(entered)
+			<-proceed
+		}
+		return nil
+	})})
+	r.start()
+	r.deliver("m1", nil)
+	<-entered
+	r.deliver("m2", nil)
+	waitFor(t, func() bool { return r.store.Len() == 2 }) // m2 claimed, waiting
+	// The store loses m2's claim, another worker takes it, and the next
+	// renewal finds it gone.
+	if err := r.store.Release(context.Background(), r.key("m2"), ownerOf(t, r, "m2")); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := r.store.Claim(context.Background(), r.key("m2"), "other", time.Minute); st != dedupe.Claimed {
+		t.Fatalf("other claim: %v", st)
+	}
+	r.pipe.intake.claims.keeper.renew(context.Background())
+	close(proceed)
+	r.acks.waitSettled(t, 2)
+	r.close()
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("handler ran %d times, want 1 (m2's claim was lost)", n)
+	}
+	msgs := r.copies.messages
+	if len(msgs) != 1 || r.copies.queues()[0] != "q.retry.1s" {
+		t.Fatalf("copies %v, want one to q.retry.1s", r.copies.queues())
+	}
+	if got := msgs[0].Headers[HeaderInProgress]; got != int32(1) {
+		t.Fatalf("%s = %v, want 1", HeaderInProgress, got)
+	}
+	if _, ok := msgs[0].Headers[HeaderError]; ok {
+		t.Fatal("waiting for a claim wrote a failure on the message")
+	}
+}
+
+// ownerOf is the owner of the claim the rig's keeper renews for id.
+func ownerOf(t *testing.T, r *rig, id string) string {
+	t.Helper()
+	k := r.pipe.intake.claims.keeper
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for h := range k.held {
+		if h.key == r.key(id) {
+			return h.owner
+		}
+	}
+	t.Fatalf("no claim held for %s", id)
+	return ""
+}
+
+// The warning for a claim found gone says whether it expired (not
+// renewed for a lease) or was lost with the store (renewed in time).
+func TestKeeperLostReason(t *testing.T) {
+	k := newKeeper(dedupe.NewMemory(), time.Second, nil, &health{})
+	fresh := k.hold("k1", "o1", time.Now())
+	stale := k.hold("k2", "o2", time.Now().Add(-5*time.Second))
+	if got := k.lostReason(fresh); !strings.Contains(got, "lost with the store") || strings.Contains(got, "WARREN_DEDUPE_LEASE") {
+		t.Errorf("renewed in time: %q", got)
+	}
+	if got := k.lostReason(stale); !strings.Contains(got, "expired") || !strings.Contains(got, "WARREN_DEDUPE_LEASE") {
+		t.Errorf("not renewed for 5s: %q", got)
+	}
+}
+
+// An in-progress copy waits on the first tier while a dead holder's lease
+// may run out, then climbs the tiers.
+func TestInProgressRoundsClimbTheTiers(t *testing.T) {
+	r := newRig(t, rigOptions{dedupe: true, handler: failing(nil)})
+	lease := r.pipe.intake.claims.lease
+	if _, err := r.store.Claim(context.Background(), r.key("m1"), "holder", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	r.start()
+	grace := int(lease / time.Second) // rounds of the 1s tier covering the lease
+	rounds := []int32{0, int32(grace - 1), int32(grace)}
+	for _, n := range rounds {
+		r.deliver("m1", map[string]any{HeaderInProgress: n})
+	}
+	r.acks.waitSettled(t, len(rounds))
+	r.close()
+	want := []string{"q.retry.10s", "q.retry.1s", "q.retry.1s"}
+	got := r.copies.queues()
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("copies went to %v, want %v", got, want)
+	}
+}

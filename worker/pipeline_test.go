@@ -1,0 +1,217 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/dedupe"
+)
+
+// These tests run a route's pipeline in-process, on fakes of the
+// broker's acknowledger and publisher and on the memory dedupe store:
+// they need no broker and no Redis.
+
+func failing(err error) Handler {
+	return HandlerFunc(func(context.Context, *Delivery) error { return err })
+}
+
+// A retry copy the broker does not confirm leaves the original unacked:
+// requeued when the copy was lost or nacked, dead-lettered in its place
+// when the broker refused the copy itself.
+func TestPipelineRetryCopyNotStored(t *testing.T) {
+	refused := &broker.ChannelError{Err: &amqp.Error{Code: 406, Reason: "PRECONDITION_FAILED - message size exceeds the limit"}}
+	cases := []struct {
+		name      string
+		err       error
+		want      string   // the original's settlement
+		published []string // copies stored
+		redeclare bool
+	}{
+		{"lost", errors.New("connection closed"), settledRequeue, nil, false},
+		{"nacked", broker.ErrNacked, settledRequeue, nil, false},
+		{"unroutable", &broker.UnroutableError{RoutingKey: "q.retry.1s", ReplyCode: 312, ReplyText: "NO_ROUTE"}, settledRequeue, nil, true},
+		{"refused", refused, settledAckNow, []string{"q.dlq"}, false},
+		{"too large", &broker.MessageTooLargeError{Size: 17 << 20, Limit: 16 << 20, Err: refused}, settledReject, nil, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			copies := &fakeCopies{publish: func(queue string, _ broker.Message) error {
+				if queue == "q.retry.1s" {
+					return c.err
+				}
+				return nil
+			}}
+			r := newRig(t, rigOptions{handler: failing(errors.New("db down")), copies: copies, dedupe: true})
+			r.start()
+			tag := r.deliver("m1", nil)
+			r.acks.waitSettled(t, 1)
+			r.close()
+			if got := r.acks.result(tag); got != c.want {
+				t.Errorf("original settled with %q, want %q", got, c.want)
+			}
+			if got := copies.queues(); !slices.Equal(got, c.published) {
+				t.Errorf("copies stored in %v, want %v", got, c.published)
+			}
+			if got := copies.redeclare.Load() > 0; got != c.redeclare {
+				t.Errorf("redeclared %v, want %v", got, c.redeclare)
+			}
+			// Whatever happened, the claim is given up once settled, so
+			// the next delivery may run at once.
+			if st, err := r.store.Claim(context.Background(), r.key("m1"), "other", time.Minute); err != nil || st != dedupe.Claimed {
+				t.Errorf("claim after settlement: %v, %v; want claimed", st, err)
+			}
+		})
+	}
+}
+
+// A dead letter the broker refuses falls back to the broker's own
+// dead-lettering: a reject, never an ack.
+func TestPipelineDeadLetterRefusedIsRejected(t *testing.T) {
+	refused := &broker.ChannelError{Err: &amqp.Error{Code: 406, Reason: "PRECONDITION_FAILED"}}
+	copies := &fakeCopies{publish: func(string, broker.Message) error { return refused }}
+	r := newRig(t, rigOptions{handler: failing(Permanent(errors.New("bad"))), copies: copies})
+	r.start()
+	tag := r.deliver("m1", nil)
+	r.acks.waitSettled(t, 1)
+	r.close()
+	if got := r.acks.result(tag); got != settledReject {
+		t.Errorf("original settled with %q, want %q", got, settledReject)
+	}
+}
+
+// When the drain begins, jobs that intake claimed but no handler started
+// go back to the queue with their claims released.
+func TestPipelineDrainReleasesUnstartedClaims(t *testing.T) {
+	started := make(chan struct{}, 8)
+	release := make(chan struct{})
+	h := HandlerFunc(func(ctx context.Context, d *Delivery) error {
+		started <- struct{}{}
+		<-release
+		return nil
+	})
+	r := newRig(t, rigOptions{handler: h, concurrency: 1, dedupe: true})
+	r.start()
+	const n = 3 // one runs, the others wait claimed in the hand-out buffer
+	for i := range n {
+		r.deliver(string(rune('a'+i)), nil)
+	}
+	<-started
+	waitFor(t, func() bool { return r.store.Len() == n }) // all three claimed
+	stopped := make(chan struct{})
+	go func() { r.pipe.stop(); close(stopped) }()
+	<-stopped
+	close(release)
+	r.pipe.wait()
+	r.close()
+	results := r.acks.snapshot()
+	if results[1] != settledAck {
+		t.Errorf("the running message settled with %q, want ack", results[1])
+	}
+	for tag := uint64(2); tag <= n; tag++ {
+		if results[tag] != settledRequeue {
+			t.Errorf("unstarted message %d settled with %q, want requeue", tag, results[tag])
+		}
+		id := string(rune('a' + int(tag) - 1))
+		if st, err := r.store.Claim(context.Background(), r.key(id), "other", time.Minute); err != nil || st != dedupe.Claimed {
+			t.Errorf("claim of unstarted %s after the drain: %v, %v; want claimed", id, st, err)
+		}
+	}
+	if st, _ := r.store.Claim(context.Background(), r.key("a"), "other", time.Minute); st != dedupe.Done {
+		t.Errorf("the message that ran is %v, want done", st)
+	}
+}
+
+// The finisher tries a done mark again while the store is unreachable,
+// and acks once it is stored.
+func TestPipelineFinisherRetriesDoneMarks(t *testing.T) {
+	r := newRig(t, rigOptions{handler: failing(nil), dedupe: true})
+	r.store.markFails.Store(storeTries - 1)
+	r.start()
+	tag := r.deliver("m1", nil)
+	r.acks.waitSettled(t, 1)
+	r.close()
+	if got := r.acks.result(tag); got != settledAck {
+		t.Errorf("settled with %q, want ack", got)
+	}
+	if got := r.store.marks.Load(); got != storeTries {
+		t.Errorf("%d mark calls, want %d", got, storeTries)
+	}
+	if st, _ := r.store.Claim(context.Background(), r.key("m1"), "other", time.Minute); st != dedupe.Done {
+		t.Errorf("after the retries the message is %v, want done", st)
+	}
+	if r.health.storeDown.Load() {
+		t.Error("readiness still says the store is down after it answered")
+	}
+}
+
+// The finisher gives a done mark up after storeTries calls, and acks the
+// message all the same: its effect has happened.
+func TestPipelineFinisherGivesUp(t *testing.T) {
+	r := newRig(t, rigOptions{handler: failing(nil), dedupe: true})
+	r.store.markFails.Store(100)
+	r.start()
+	tag := r.deliver("m1", nil)
+	r.acks.waitSettled(t, 1)
+	r.close()
+	if got := r.acks.result(tag); got != settledAck {
+		t.Errorf("settled with %q, want ack", got)
+	}
+	if got := r.store.marks.Load(); got != storeTries {
+		t.Errorf("%d mark calls, want %d", got, storeTries)
+	}
+	if !r.health.storeDown.Load() {
+		t.Error("the store answered no mark call, but readiness says it is up")
+	}
+}
+
+// After a reconnect, the result of a message its dead channel delivered
+// is dropped (the broker redelivers it); a message that waited for a
+// handler on the dead channel does not run at all.
+func TestPipelineStaleAfterReconnect(t *testing.T) {
+	var runs atomic.Int32
+	entered := make(chan struct{})
+	proceed := make(chan struct{})
+	h := HandlerFunc(func(ctx context.Context, d *Delivery) error {
+		runs.Add(1)
+		if d.MessageID == "first" {
+			close(entered)
+			<-proceed
+		}
+		return nil
+	})
+	r := newRig(t, rigOptions{handler: h, concurrency: 1})
+	r.start()
+	r.deliver("first", nil)
+	<-entered
+	r.deliver("second", nil)  // waits for the busy handler
+	r.acks.closed.Store(true) // the channel dies
+	close(proceed)
+	waitFor(t, func() bool { return len(r.pipe.intake.deliveries) == 0 })
+	r.close()
+	if n := len(r.acks.snapshot()); n != 0 {
+		t.Errorf("%d results reached the dead channel", n)
+	}
+	if n := runs.Load(); n != 1 {
+		t.Errorf("handler ran %d times, want 1 (the stale message must not run)", n)
+	}
+}
+
+// waitFor waits until cond holds, failing the test after a generous
+// deadline.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
