@@ -105,7 +105,7 @@ func isNumber(w string) bool {
 		return false
 	}
 	for _, c := range []byte(w[d:]) {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') {
 			return false
 		}
 	}

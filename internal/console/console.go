@@ -119,7 +119,8 @@ func (c *Console) routes() http.Handler {
 // the action has one, changes nothing and passes.
 func (c *Console) writing(next func(http.ResponseWriter, *http.Request, string), dryRuns bool) func(http.ResponseWriter, *http.Request, string) {
 	return func(w http.ResponseWriter, r *http.Request, who string) {
-		if c.cfg.ReadOnly && !(dryRuns && r.PostFormValue("dry_run") != "") {
+		dryRun := dryRuns && r.PostFormValue("dry_run") != ""
+		if c.cfg.ReadOnly && !dryRun {
 			c.log.Warn("console: refused in read-only mode", zap.String("who", who), zap.String("action", r.URL.Path))
 			http.Error(w, "403 forbidden: the console is read-only", http.StatusForbidden)
 			return
