@@ -48,8 +48,8 @@ func consoleCmd(ctx context.Context, args []string, out io.Writer) error {
 	}
 	defer conn.Close()
 	ccfg := console.Config{Conn: conn, Routes: routes, Delays: cfg.RetryDelays, ReadOnly: *readOnly, Auth: auth, Logger: log}
-	if *mgmt != "" {
-		ccfg.Management = &dlq.Management{URL: *mgmt}
+	if u := mgmt.get(); u != "" {
+		ccfg.Management = &dlq.Management{URL: u}
 	}
 	return serveConsole(ctx, ccfg, *addr, out, log)
 }

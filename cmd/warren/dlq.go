@@ -26,12 +26,24 @@ func dlqCmd(ctx context.Context, args []string, out io.Writer) error {
 	return sub(ctx, args[1:], out)
 }
 
-// managementFlag is the -management-url flag, defaulting to
-// WARREN_MANAGEMENT_URL.
+// managementURL is the -management-url flag; without it,
+// WARREN_MANAGEMENT_URL. The environment is read after parsing, so that
+// -h never prints a password as the flag's default.
+type managementURL struct{ v string }
+
 func managementFlag(fs interface {
-	String(name, value, usage string) *string
-}) *string {
-	return fs.String("management-url", os.Getenv("WARREN_MANAGEMENT_URL"), "RabbitMQ management API, e.g. http://guest:guest@localhost:15672 (default WARREN_MANAGEMENT_URL)")
+	StringVar(p *string, name, value, usage string)
+}) *managementURL {
+	m := &managementURL{}
+	fs.StringVar(&m.v, "management-url", "", "RabbitMQ management API, e.g. http://guest:guest@localhost:15672 (default WARREN_MANAGEMENT_URL)")
+	return m
+}
+
+func (m *managementURL) get() string {
+	if m.v != "" {
+		return m.v
+	}
+	return os.Getenv("WARREN_MANAGEMENT_URL")
 }
 
 func dlqLs(ctx context.Context, args []string, out io.Writer) error {
@@ -42,10 +54,10 @@ func dlqLs(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	if len(names) == 0 {
-		if *mgmt == "" {
+		if mgmt.get() == "" {
 			return errors.New("dlq ls: name the queues, or give -management-url to list every dead-letter queue")
 		}
-		if names, err = (dlq.Management{URL: *mgmt}).DLQs(ctx); err != nil {
+		if names, err = (dlq.Management{URL: mgmt.get()}).DLQs(ctx); err != nil {
 			return err
 		}
 	}
