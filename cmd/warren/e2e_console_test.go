@@ -299,6 +299,7 @@ func TestE2EConsoleReadOnlyBasicAuth(t *testing.T) {
 
 	ctx := browser(t, network.Headers{"Authorization": "Basic b3BzOndyMG5ncGFzc3cwcmQtaXMtcmlnaHQ="}) // ops:wr0ngpassw0rd-is-right
 	run(t, ctx, "overview", chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.ID("read-only")))
+	screenshot(t, ctx, "overview.png")
 	if who := value(t, ctx, "who", chromedp.Text(chromedp.CSS(".who"))); !strings.Contains(who, "signed in as ops") {
 		t.Errorf("header says %q", who)
 	}
