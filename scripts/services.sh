@@ -281,6 +281,8 @@ main() {
 	up)
 		ensure redis redis-server redis-server || rc=1
 		ensure rabbitmq rabbitmq-server rabbitmq-server || rc=1
+		# warren console reads queue rates from the management API (127.0.0.1:15672); idempotent.
+		if is_loopback && have rabbitmq-plugins; then rabbitmq-plugins enable --quiet rabbitmq_management >/dev/null || err "rabbitmq: could not enable rabbitmq_management"; fi
 		;;
 	check)
 		check redis "$REDIS_PORT" "PONG" || rc=1

@@ -9,11 +9,8 @@ import (
 	"os"
 	"sort"
 	"strings"
-	"unicode/utf8"
 
-	"github.com/warrenmq/warren/broker"
-	"github.com/warrenmq/warren/retry"
-	"github.com/warrenmq/warren/worker"
+	"github.com/warrenmq/warren/dlq"
 )
 
 func dlqCmd(ctx context.Context, args []string, out io.Writer) error {
@@ -29,28 +26,38 @@ func dlqCmd(ctx context.Context, args []string, out io.Writer) error {
 	return sub(ctx, args[1:], out)
 }
 
-// dlqName accepts a queue or its dead-letter queue.
-func dlqName(q string) string {
-	if strings.HasSuffix(q, ".dlq") {
-		return q
+// managementURL is the -management-url flag; without it,
+// WARREN_MANAGEMENT_URL. The environment is read after parsing, so that
+// -h never prints a password as the flag's default.
+type managementURL struct{ v string }
+
+func managementFlag(fs interface {
+	StringVar(p *string, name, value, usage string)
+}) *managementURL {
+	m := &managementURL{}
+	fs.StringVar(&m.v, "management-url", "", "RabbitMQ management API, e.g. http://guest:guest@localhost:15672 (default WARREN_MANAGEMENT_URL)")
+	return m
+}
+
+func (m *managementURL) get() string {
+	if m.v != "" {
+		return m.v
 	}
-	return retry.DLQ(q)
+	return os.Getenv("WARREN_MANAGEMENT_URL")
 }
 
 func dlqLs(ctx context.Context, args []string, out io.Writer) error {
 	fs := flags("dlq ls", "[flags] queue...  (or -management-url to list every .dlq)")
-	mgmt := fs.String("management-url", os.Getenv("WARREN_MANAGEMENT_URL"), "RabbitMQ management API, e.g. http://guest:guest@localhost:15672 (default WARREN_MANAGEMENT_URL)")
-	pos, err := parse(fs, args)
+	mgmt := managementFlag(fs)
+	names, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
-	names := pos
 	if len(names) == 0 {
-		if *mgmt == "" {
+		if mgmt.get() == "" {
 			return errors.New("dlq ls: name the queues, or give -management-url to list every dead-letter queue")
 		}
-		var err error
-		if names, err = listDLQs(ctx, *mgmt); err != nil {
+		if names, err = (dlq.Management{URL: mgmt.get()}).DLQs(ctx); err != nil {
 			return err
 		}
 	}
@@ -62,9 +69,9 @@ func dlqLs(ctx context.Context, args []string, out io.Writer) error {
 	sort.Strings(names)
 	fmt.Fprintf(out, "%-50s %10s\n", "DEAD-LETTER QUEUE", "MESSAGES")
 	for _, n := range names {
-		info, err := conn.Inspect(ctx, dlqName(n))
+		info, err := conn.Inspect(ctx, dlq.Name(n))
 		if err != nil {
-			fmt.Fprintf(out, "%-50s %10s\n", dlqName(n), "missing")
+			fmt.Fprintf(out, "%-50s %10s\n", dlq.Name(n), "missing")
 			continue
 		}
 		fmt.Fprintf(out, "%-50s %10d\n", info.Name, info.Messages)
@@ -83,41 +90,40 @@ func dlqShow(ctx context.Context, args []string, out io.Writer) error {
 	if len(pos) != 1 {
 		return errors.New("dlq show: name one queue")
 	}
-	return withReader(ctx, func(r *broker.Reader) error {
-		q := dlqName(pos[0])
-		for i := 0; i < *limit; i++ {
-			d, ok, err := r.Get(q)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				break
-			}
-			printDeadLetter(out, i+1, d, *bodyBytes)
-		}
-		return nil // closing the reader puts every message back
-	})
+	conn, err := connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	letters, err := dlq.Peek(ctx, conn, pos[0], *limit)
+	if err != nil {
+		return err
+	}
+	for i, l := range letters {
+		printDeadLetter(out, i+1, l, *bodyBytes)
+	}
+	return nil
 }
 
-func printDeadLetter(out io.Writer, n int, d *broker.Delivery, bodyBytes int) {
-	fmt.Fprintf(out, "--- %d: message %s\n", n, d.MessageID)
-	keys := make([]string, 0, len(d.Headers))
-	for k := range d.Headers {
+func printDeadLetter(out io.Writer, n int, l *dlq.Letter, bodyBytes int) {
+	fmt.Fprintf(out, "--- %d: message %s\n", n, l.MessageID)
+	keys := make([]string, 0, len(l.Headers))
+	for k := range l.Headers {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		fmt.Fprintf(out, "  %s: %v\n", k, d.Headers[k])
+		fmt.Fprintf(out, "  %s: %v\n", k, l.Headers[k])
 	}
-	body := d.Body
+	b := dlq.ShowBody(l.Body, dlq.AsText, bodyBytes)
 	cut := ""
-	if len(body) > bodyBytes {
-		body, cut = body[:bodyBytes], fmt.Sprintf(" ... (%d bytes in all)", len(d.Body))
+	if b.Cut {
+		cut = fmt.Sprintf(" ... (%d bytes in all)", b.Size)
 	}
-	if utf8.Valid(body) {
-		fmt.Fprintf(out, "  body: %s%s\n", body, cut)
+	if b.Format == dlq.AsText {
+		fmt.Fprintf(out, "  body: %s%s\n", b.Text, cut)
 	} else {
-		fmt.Fprintf(out, "  body: %q%s\n", body, cut)
+		fmt.Fprintf(out, "  body: %q%s\n", l.Body[:min(len(l.Body), bodyBytes)], cut)
 	}
 }
 
@@ -131,7 +137,7 @@ func dlqPurge(ctx context.Context, args []string, out io.Writer) error {
 	if len(pos) != 1 {
 		return errors.New("dlq purge: name one queue")
 	}
-	q := dlqName(pos[0])
+	q := dlq.Name(pos[0])
 	conn, err := connect(ctx)
 	if err != nil {
 		return err
@@ -158,25 +164,3 @@ func confirm(out io.Writer, prompt string) bool {
 	line = strings.ToLower(strings.TrimSpace(line))
 	return line == "y" || line == "yes"
 }
-
-// withReader connects and runs fn with a Reader, closing both after.
-func withReader(ctx context.Context, fn func(*broker.Reader) error) error {
-	conn, err := connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	r, err := conn.NewReader(ctx)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	return fn(r)
-}
-
-// failureHeaders are removed from a replayed message, so that it starts
-// over at attempt 1.
-var failureHeaders = []string{retry.AttemptHeader, worker.HeaderError, worker.HeaderErrorKind,
-	worker.HeaderDeadLetterReason, worker.HeaderQueue, worker.HeaderHandler, worker.HeaderAttempts,
-	worker.HeaderFirstFailure, worker.HeaderLastFailure, worker.HeaderHost,
-	worker.HeaderOriginalExchange, worker.HeaderOriginalKey}

@@ -1,6 +1,7 @@
 // Command warren is the operator's tool for warren workers: it runs a
 // worker for a program in any language, publishes messages, inspects and
-// replays dead letters, and plans and applies topology.
+// replays dead letters, plans and applies topology, and serves an
+// operator's web console.
 //
 // Every subcommand reads the same WARREN_* environment variables as the
 // worker package, and takes flags; run `warren <command> -h` for them.
@@ -29,6 +30,7 @@ func commands() []command {
 		{"publish", "publish a message with a broker confirm", publishCmd},
 		{"dlq", "list, show, replay or purge dead letters (ls, show, replay, purge)", dlqCmd},
 		{"topology", "show (plan) or declare (apply) the topology of a queue", topologyCmd},
+		{"console", "serve the operator's web console: queues, dead letters by cause, replay", consoleCmd},
 		{"bench", "measure throughput against the local broker and Redis", benchCmd},
 	}
 }

@@ -1,0 +1,62 @@
+package dlq_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/warrenmq/warren/dlq"
+)
+
+// TestOverviewManagement: routes by name and by prefix gather their
+// queue, tiers (in delay order) and DLQ from the management API, which is
+// asked with the URL's credentials; a refused login names the status but
+// not the password.
+func TestOverviewManagement(t *testing.T) {
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, _ := r.BasicAuth(); u != "ops" || p != "s3cret-pw" {
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		var b strings.Builder
+		b.WriteString("[")
+		for i, q := range []string{"orders", "orders.retry.10s", "orders.retry.1s", "orders.dlq", "pay.a", "pay.a.dlq", "pay.b.dlq", "other", "orders2"} {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, `{"name":%q,"messages_ready":%d,"messages_unacknowledged":%d,"consumers":1,"message_stats":{"publish_details":{"rate":2.5}}}`, q, i, 10*i)
+		}
+		b.WriteString("]")
+		_, _ = w.Write([]byte(b.String()))
+	}))
+	defer api.Close()
+	m := &dlq.Management{URL: strings.Replace(api.URL, "http://", "http://ops:s3cret-pw@", 1)}
+	routes, err := dlq.Overview(context.Background(), nil, m, []string{"orders", "pay.*"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(routes) != 3 {
+		t.Fatalf("routes %+v, want orders, pay.a, pay.b", routes)
+	}
+	o := routes[0]
+	if o.Queue.Name != "orders" || o.DLQ.Ready != 3 || o.DLQ.Unacked != 30 || !o.DLQ.Detailed || o.Queue.PublishRate != 2.5 {
+		t.Errorf("orders: %+v", o)
+	}
+	if len(o.Tiers) != 2 || o.Tiers[0].Name != "orders.retry.1s" || o.Tiers[1].Name != "orders.retry.10s" {
+		t.Errorf("orders tiers %+v", o.Tiers)
+	}
+	if b := routes[2]; b.Queue.Name != "pay.b" || !b.Queue.Missing || b.DLQ.Missing {
+		t.Errorf("pay.b: %+v", b)
+	}
+	if _, err := dlq.Overview(context.Background(), nil, nil, []string{"pay.*"}, nil); err == nil || !strings.Contains(err.Error(), "WARREN_MANAGEMENT_URL") {
+		t.Errorf("a prefix without the management API: %v", err)
+	}
+	bad := &dlq.Management{URL: strings.Replace(api.URL, "http://", "http://ops:wrong-pw@", 1)}
+	_, err = bad.Queues(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "401") || strings.Contains(err.Error(), "wrong-pw") {
+		t.Errorf("refused login: %v", err)
+	}
+}

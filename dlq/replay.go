@@ -1,0 +1,177 @@
+package dlq
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/worker"
+)
+
+// replayBatch is how many copies a replay publishes before it waits for
+// their confirms.
+const replayBatch = 128
+
+// ReplayOptions say what Replay moves and where.
+type ReplayOptions struct {
+	// Queue is the queue whose dead letters are replayed, or its DLQ.
+	Queue string
+	// Match selects letters; nil selects all.
+	Match func(*Letter) bool
+	// Limit stops after this many letters were replayed; 0 means none.
+	Limit int
+	// DryRun changes nothing; it reports what would be replayed.
+	DryRun bool
+	// OriginalRoute publishes each copy to its original exchange and
+	// routing key (reaching every queue bound there) instead of the
+	// queue alone through the default exchange. A letter without an
+	// original exchange goes to the queue.
+	OriginalRoute bool
+	// OnLetter, when set, is called for each letter replayed (or that
+	// would be, in a dry run), after its copy was confirmed.
+	OnLetter func(l *Letter, exchange, key string)
+	// Progress, when set, is called after every batch.
+	Progress func(ReplayResult)
+}
+
+// ReplayResult counts what a replay did.
+type ReplayResult struct {
+	DLQ      string
+	Total    int // letters in the DLQ when the replay began
+	Seen     int // letters read
+	Replayed int // letters replayed (or that would be, in a dry run)
+	Skipped  int // letters read that Match did not select
+}
+
+// Replay moves dead letters back: each selected letter's copy (same body,
+// properties and message id, without FailureHeaders) is published with a
+// confirm, and only then is the letter acked. Letters it does not select
+// stay where they were; on an error, every letter not yet acked stays.
+func Replay(ctx context.Context, conn *broker.Conn, pub *broker.Publisher, o ReplayOptions) (ReplayResult, error) {
+	dlq := Name(o.Queue)
+	res := ReplayResult{DLQ: dlq}
+	b, err := conn.Browse(ctx, dlq, 0)
+	if err != nil {
+		return res, fmt.Errorf("replaying from %s: %w", dlq, err)
+	}
+	defer b.Close()
+	res.Total = b.Total()
+	var batch []*Letter
+	for o.Limit == 0 || res.Replayed+len(batch) < o.Limit {
+		d, ok, err := b.Next(ctx)
+		if err != nil {
+			return res, fmt.Errorf("replaying from %s: %w", dlq, err)
+		}
+		if !ok {
+			break
+		}
+		res.Seen++
+		l := Read(d, dlq)
+		if o.Match != nil && !o.Match(l) {
+			res.Skipped++
+			continue
+		}
+		if batch = append(batch, l); len(batch) == replayBatch {
+			if err := o.flush(ctx, b, pub, batch, &res); err != nil {
+				return res, err
+			}
+			batch = batch[:0]
+		}
+	}
+	if err := o.flush(ctx, b, pub, batch, &res); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// flush publishes a batch of copies, then acks each letter whose copy was
+// confirmed, in order, stopping at the first failure.
+func (o ReplayOptions) flush(ctx context.Context, b *broker.Browser, pub *broker.Publisher, batch []*Letter, res *ReplayResult) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	out := make([]broker.Outgoing, len(batch))
+	for i, l := range batch {
+		out[i].Exchange, out[i].RoutingKey = o.target(l)
+		out[i].Message = Fresh(l.Delivery)
+	}
+	var errs []error
+	if !o.DryRun {
+		errs = pub.PublishBatch(ctx, out, broker.KeepMessageID())
+	}
+	for i, l := range batch {
+		if errs != nil && errs[i] != nil {
+			return fmt.Errorf("replaying %s (it stays in %s): %w", l.MessageID, res.DLQ, errs[i])
+		}
+		if !o.DryRun {
+			if err := b.Ack(l.Delivery); err != nil {
+				return fmt.Errorf("removing %s from %s after its replay: %w", l.MessageID, res.DLQ, err)
+			}
+		}
+		res.Replayed++
+		if o.OnLetter != nil {
+			o.OnLetter(l, out[i].Exchange, out[i].RoutingKey)
+		}
+	}
+	if o.Progress != nil {
+		o.Progress(*res)
+	}
+	return nil
+}
+
+// target is where a letter's copy goes.
+func (o ReplayOptions) target(l *Letter) (exchange, key string) {
+	ex, okEx := l.Headers[worker.HeaderOriginalExchange].(string)
+	k, okKey := l.Headers[worker.HeaderOriginalKey].(string)
+	if !o.OriginalRoute || !okEx || !okKey || ex == "" {
+		return "", QueueOf(Name(o.Queue))
+	}
+	return ex, k
+}
+
+// Fresh is the dead letter as a new message: the same body, properties
+// and id, without the failure and attempt headers.
+func Fresh(d *broker.Delivery) broker.Message {
+	m := d.Message
+	h := make(map[string]any, len(m.Headers))
+	for k, v := range m.Headers {
+		if !IsFailureHeader(k) {
+			h[k] = v
+		}
+	}
+	m.Headers = h
+	return m
+}
+
+// Selection is a set of letters chosen by ID, each counted as often as
+// it was chosen.
+type Selection map[ID]int
+
+// Match selects a letter whose ID is still wanted, once per choice.
+func (s Selection) Match(l *Letter) bool {
+	if s[l.ID] == 0 {
+		return false
+	}
+	s[l.ID]--
+	return true
+}
+
+// Len is the number of letters chosen.
+func (s Selection) Len() int {
+	n := 0
+	for _, c := range s {
+		n += c
+	}
+	return n
+}
+
+// Describe says in a line where a replay puts letters.
+func (o ReplayOptions) Describe() string {
+	switch {
+	case o.OriginalRoute:
+		return "to their original exchange and routing key"
+	case o.Queue == "":
+		return "to their queue"
+	}
+	return "to " + QueueOf(Name(o.Queue))
+}

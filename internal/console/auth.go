@@ -1,0 +1,108 @@
+package console
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+const sessionCookie = "warren_console"
+
+// guard checks who a request comes from and that its POSTs are genuine.
+type guard struct {
+	auth    Auth
+	secret  []byte // for CSRF tokens; new at every start
+	session string // the cookie value a token login sets
+	log     *zap.Logger
+	origin  *http.CrossOriginProtection
+}
+
+func newGuard(a Auth, log *zap.Logger) *guard {
+	g := &guard{auth: a, secret: make([]byte, 32), log: log, origin: http.NewCrossOriginProtection()}
+	_, _ = rand.Read(g.secret)
+	if a.Token != "" {
+		g.session = mac([]byte(a.Token), "warren-console-session")
+	}
+	return g
+}
+
+func mac(key []byte, msg string) string {
+	h := hmac.New(sha256.New, key)
+	h.Write([]byte(msg))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func same(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+
+// who returns the user of r, or "" when r is not authenticated.
+func (g *guard) who(r *http.Request) string {
+	if g.auth.User != "" {
+		if u, p, ok := r.BasicAuth(); ok && same(u, g.auth.User) && same(p, g.auth.Password) {
+			return u
+		}
+	}
+	if g.auth.Token != "" {
+		if b, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && same(b, g.auth.Token) {
+			return "token"
+		}
+		if c, err := r.Cookie(sessionCookie); err == nil && same(c.Value, g.session) {
+			return "token"
+		}
+	}
+	if g.auth.Token == "" && g.auth.User == "" && g.auth.Insecure {
+		return "anonymous"
+	}
+	return ""
+}
+
+// csrf is the token every form of who carries.
+func (g *guard) csrf(who string) string { return mac(g.secret, "csrf\x00"+who) }
+
+// wrap lets through authenticated requests, and POSTs only from the same
+// origin with the right CSRF token.
+func (g *guard) wrap(next func(w http.ResponseWriter, r *http.Request, who string)) http.Handler {
+	return g.origin.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		who := g.who(r)
+		if who == "" {
+			g.deny(w, r)
+			return
+		}
+		if r.Method == http.MethodPost && !same(r.PostFormValue("csrf"), g.csrf(who)) {
+			g.log.Warn("console: POST refused: CSRF token missing or wrong", zap.String("who", who), zap.String("path", r.URL.Path), zap.String("remote", r.RemoteAddr))
+			http.Error(w, "403 forbidden: the form's CSRF token is missing or wrong (reload the page and try again)", http.StatusForbidden)
+			return
+		}
+		next(w, r, who)
+	}))
+}
+
+func (g *guard) deny(w http.ResponseWriter, r *http.Request) {
+	if g.auth.User != "" {
+		w.Header().Set("WWW-Authenticate", `Basic realm="warren console", charset="UTF-8"`)
+	}
+	if g.auth.Token != "" && r.Method == http.MethodGet && g.auth.User == "" {
+		http.Redirect(w, r, "/login", http.StatusSeeOther)
+		return
+	}
+	http.Error(w, "401 unauthorized: the console needs a token or a user and password", http.StatusUnauthorized)
+}
+
+// login checks a token typed into the login form and sets the session
+// cookie. The cookie holds a MAC of the token, never the token.
+func (g *guard) login(w http.ResponseWriter, r *http.Request) bool {
+	if g.auth.Token == "" || !same(r.PostFormValue("token"), g.auth.Token) {
+		g.log.Warn("console: login refused", zap.String("remote", r.RemoteAddr))
+		return false
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: g.session, Path: "/", HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil, Expires: time.Now().Add(12 * time.Hour)})
+	g.log.Info("console: login", zap.String("who", "token"), zap.String("remote", r.RemoteAddr))
+	return true
+}
