@@ -5,10 +5,16 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/dlq"
+	"github.com/warrenmq/warren/internal/redact"
+	"github.com/warrenmq/warren/internal/testenv"
 )
 
 // TestOverviewManagement: routes by name and by prefix gather their
@@ -58,5 +64,50 @@ func TestOverviewManagement(t *testing.T) {
 	_, err = bad.Queues(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "401") || strings.Contains(err.Error(), "wrong-pw") {
 		t.Errorf("refused login: %v", err)
+	}
+}
+
+// TestOverviewRealManagement asks the broker's own management API
+// (rabbitmq_management, which scripts/services.sh enables) about a route
+// with dead letters: the counts it reports are the queues'.
+func TestOverviewRealManagement(t *testing.T) {
+	url := os.Getenv("WARREN_TEST_MANAGEMENT_URL")
+	if url == "" {
+		url = "http://guest:guest@127.0.0.1:15672"
+	}
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections() // no keep-alive left for goleak
+	m := &dlq.Management{URL: url, Client: &http.Client{Transport: tr, Timeout: 15 * time.Second}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := m.Queues(ctx); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("the management API does not answer in CI (scripts/services.sh enables it): %v", err)
+		}
+		t.Skipf("no management API at %s: %v", redact.URL(url), err)
+	}
+	a := testenv.NewAdmin(t)
+	q := testenv.Name(t)
+	a.DeleteQueues(q, q+".dlq")
+	a.DeclareQueue(q)
+	a.DeclareQueue(q + ".dlq")
+	for i := range 3 {
+		a.Publish("", q+".dlq", amqp.Publishing{Body: []byte(fmt.Sprint("dead ", i))})
+	}
+	// The management API's figures lag the queue by up to its stats
+	// interval (5s by default): wait for them.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		routes, err := dlq.Overview(ctx, nil, m, []string{q}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(routes) == 1 && routes[0].DLQ.Ready == 3 && routes[0].DLQ.Detailed && !routes[0].Queue.Missing {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("overview %+v, want the route with 3 dead letters ready", routes)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }
