@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/warrenmq/warren/internal/redact"
@@ -43,6 +44,9 @@ type Config struct {
 	MaxBackoff time.Duration
 	// Logger receives lifecycle events. nil means no logging.
 	Logger *zap.Logger
+	// TracerProvider makes the publisher's producer spans. nil means
+	// tracing is off: no span is made and nothing is injected.
+	TracerProvider trace.TracerProvider
 }
 
 // WithDefaults returns a copy of c with zero fields set to their defaults.
@@ -91,4 +95,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("broker config: max backoff %s is less than min backoff %s", c.MaxBackoff, c.MinBackoff)
 	}
 	return nil
+}
+
+// tracer is the connection's tracer, nil when tracing is off.
+func (c *Conn) tracer() trace.Tracer {
+	if c.cfg.TracerProvider == nil {
+		return nil
+	}
+	return c.cfg.TracerProvider.Tracer(TracerName)
 }
