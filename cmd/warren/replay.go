@@ -8,6 +8,9 @@ import (
 	"os"
 	"strings"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/worker"
 )
@@ -80,7 +83,7 @@ func replay(ctx context.Context, r *broker.Reader, pub *broker.Publisher, o repl
 			replayed++
 			continue
 		}
-		if err := pub.Publish(ctx, exchange, key, fresh(d), broker.KeepMessageID()); err != nil {
+		if err := replayOne(ctx, pub, d, dlq, exchange, key); err != nil {
 			return fmt.Errorf("replaying %s (it stays in %s): %w", d.MessageID, dlq, err)
 		}
 		if err := r.Ack(d); err != nil {
@@ -97,6 +100,29 @@ func replay(ctx context.Context, r *broker.Reader, pub *broker.Publisher, o repl
 	}
 	fmt.Fprintf(out, "%s %d messages from %s (%d skipped by -grep)\n", verb, replayed, dlq, skipped)
 	return nil
+}
+
+// replayOne publishes d's fresh copy. With tracing on it does so under a
+// span "replay <dlq>" that starts a trace of its own, linked to the trace
+// the dead letter carries (the message's trace, across its attempts): the
+// copy then carries the replay's trace.
+func replayOne(ctx context.Context, pub *broker.Publisher, d *broker.Delivery, dlq, exchange, key string) error {
+	m := fresh(d)
+	tp := tracerOf(ctx)
+	if tp == nil {
+		return pub.Publish(ctx, exchange, key, m, broker.KeepMessageID())
+	}
+	opts := []trace.SpanStartOption{trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindInternal),
+		trace.WithAttributes(append(broker.MessageAttributes(exchange, key, &m),
+			broker.AttrOperationName.String("replay"), attribute.String("warren.dlq", dlq))...)}
+	if sc := broker.SpanContextOf(d.Headers); sc.IsValid() {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc,
+			Attributes: []attribute.KeyValue{attribute.String("warren.link", "dead_letter")}}))
+	}
+	ctx, span := tp.Tracer(broker.TracerName).Start(ctx, "replay "+dlq, opts...)
+	err := pub.Publish(ctx, exchange, key, m, broker.KeepMessageID())
+	broker.EndSpan(span, err)
+	return err
 }
 
 func target(d *broker.Delivery, o replayOpts) (exchange, key string) {
