@@ -33,6 +33,11 @@ type lagPoller struct {
 func (w *Worker) startLag(insp inspector, routes []Route) (stop func()) {
 	l := &lagPoller{insp: insp, every: w.cfg.LagInterval, metrics: w.metrics, routes: routes,
 		log: w.log.Named("lag")}
+	for _, r := range routes {
+		for _, q := range polledQueues(r) {
+			l.metrics.pollErrors.WithLabelValues(q) // at 0 from the start
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -61,12 +66,8 @@ func (l *lagPoller) run(ctx context.Context) {
 // level (the connection's own lifecycle is logged elsewhere).
 func (l *lagPoller) poll(ctx context.Context) {
 	for _, r := range l.routes {
-		names := []string{r.Queue}
-		for _, d := range r.Retry.Delays {
-			names = append(names, retry.TierQueue(r.Queue, d))
-		}
 		dlq := retry.DLQ(r.Queue)
-		for _, q := range append(names, dlq) {
+		for _, q := range polledQueues(r) {
 			if ctx.Err() != nil {
 				return
 			}
@@ -90,4 +91,13 @@ func (l *lagPoller) inspect(ctx context.Context, q string) (broker.QueueInfo, er
 	ctx, cancel := context.WithTimeout(ctx, max(l.every, 5*time.Second))
 	defer cancel()
 	return l.insp.Inspect(ctx, q)
+}
+
+// polledQueues are r's queue, its retry tiers and its dead-letter queue.
+func polledQueues(r Route) []string {
+	names := []string{r.Queue}
+	for _, d := range r.Retry.Delays {
+		names = append(names, retry.TierQueue(r.Queue, d))
+	}
+	return append(names, retry.DLQ(r.Queue))
 }

@@ -114,6 +114,7 @@ func (m *metrics) forQueue(queue string) *queueMetrics {
 	q := &queueMetrics{m: m, queue: queue, outcomes: map[Outcome]prometheus.Counter{},
 		duration: m.duration.WithLabelValues(queue), dups: m.duplicates.WithLabelValues(queue),
 		inFlight: m.inFlight.WithLabelValues(queue), wait: m.wait.WithLabelValues(queue), dlq: m.dlqOf(queue)}
+	m.inProgress.WithLabelValues(queue) // at 0 from the start, so that rates are defined
 	for _, o := range []Outcome{OutcomeAck, OutcomeRetry, OutcomeDeadLetter, OutcomeDuplicate, OutcomeDiscard, OutcomeRequeue} {
 		q.outcomes[o] = m.messages.WithLabelValues(queue, string(o))
 	}
@@ -196,7 +197,7 @@ func (a *dlqAge) polled(ready int, now time.Time) {
 // runtimeCollectors expose the connection and publisher counters.
 func runtimeCollectors(rt *runtime, w *Worker) []prometheus.Collector {
 	stats := rt.pub.Stats()
-	return []prometheus.Collector{
+	cs := []prometheus.Collector{
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "warren_reconnects_total", Help: "Broker reconnections since start."},
 			func() float64 { return float64(rt.consume.Reconnects() + rt.publish.Reconnects()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "warren_publish_confirms_total", Help: "Publishes the broker confirmed."},
@@ -213,4 +214,15 @@ func runtimeCollectors(rt *runtime, w *Worker) []prometheus.Collector {
 				return 0
 			}),
 	}
+	if rt.store != nil {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "warren_dedupe_store_up",
+			Help: "1 while the dedupe store answers (its last call or ping reached it), 0 while it is unreachable."},
+			func() float64 {
+				if w.health.storeDown.Load() {
+					return 0
+				}
+				return 1
+			}))
+	}
+	return cs
 }
