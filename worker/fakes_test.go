@@ -188,8 +188,8 @@ type rigOptions struct {
 	concurrency int
 	dedupe      bool
 	copies      *fakeCopies
-	timeout     time.Duration // 0 means 5s
-	policy      retry.Policy  // zero means tiers 1s, 10s and 3 attempts
+	timeout     time.Duration        // 0 means 5s
+	policy      retry.Policy         // zero means tiers 1s, 10s and 3 attempts
 	tp          trace.TracerProvider // nil means tracing off
 }
 

@@ -154,7 +154,7 @@ func (nopAcks) Closed() bool            { return false }
 type discard struct{}
 
 func (discard) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
-func (discard) Shutdown(context.Context) error                            { return nil }
+func (discard) Shutdown(context.Context) error                             { return nil }
 
 // BenchmarkHandlerPath is one message's walk through a route's stages
 // (job, handler, verdict, ack, metrics) with a no-op handler, without
