@@ -65,14 +65,14 @@ func (p *Publisher) PublishBatch(ctx context.Context, batch []Outgoing, opts ...
 		if errors.As(errs[i], &tl) {
 			continue
 		}
-		errs[i] = p.await(ctx, s, pend, errs[i], batch[i], opts)
+		errs[i] = p.await(ctx, s, pend, errs[i], batch[i])
 	}
 	return errs
 }
 
 // await resolves one message of a batch, publishing it again on its own
 // when its channel died first.
-func (p *Publisher) await(ctx context.Context, s *pubSession, pend *pending, err error, out Outgoing, opts []PublishOption) error {
+func (p *Publisher) await(ctx context.Context, s *pubSession, pend *pending, err error, out Outgoing) error {
 	if pend == nil {
 		if s.isDead() {
 			return p.publish(ctx, out.Exchange, out.RoutingKey, out.Message)
