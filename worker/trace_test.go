@@ -79,7 +79,7 @@ func TestPipelineConsumerSpan(t *testing.T) {
 		"messaging.rabbitmq.destination.routing_key": "q", "warren.outcome": "ack"}
 	got := map[string]string{}
 	for _, kv := range s.Attributes() {
-		got[string(kv.Key)] = kv.Value.Emit()
+		got[string(kv.Key)] = kv.Value.String()
 	}
 	for k, v := range want {
 		if got[k] != v {

@@ -54,7 +54,7 @@ func (h *execHandler) Handle(ctx context.Context, d *worker.Delivery) error {
 		return err
 	}
 	defer life.r.Close()
-	defer life.cut()
+	defer func() { _ = life.cut() }()
 	args := append([]string{guardCommand, "--"}, h.argv...)
 	cmd := exec.CommandContext(ctx, h.self, args...)
 	cmd.Args[0] = "warren"              // as ps shows it, rather than /proc/self/exe
