@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -131,6 +132,16 @@ func observabilityNames(t *testing.T) []string {
 		b, err := os.ReadFile(filepath.Join("..", "observability", file))
 		if err != nil {
 			t.Fatal(err)
+		}
+		var dashboard struct {
+			Panels []struct {
+				Targets []struct{ Expr string }
+			}
+		}
+		if strings.HasSuffix(file, ".json") {
+			if err := json.Unmarshal(b, &dashboard); err != nil || len(dashboard.Panels) == 0 {
+				t.Fatalf("%s: %v, %d panels", file, err, len(dashboard.Panels))
+			}
 		}
 		for _, m := range re.FindAllString(string(b), -1) {
 			seen[m] = true
