@@ -69,6 +69,9 @@ func TestPublishSpans(t *testing.T) {
 			spans["unroutable"] = s
 		}
 	}
+	if n := a.WaitCount(q, 2, 10*time.Second); n != 2 {
+		t.Fatalf("%d messages in %s, want 2", n, q)
+	}
 	for _, id := range []string{"m-1", "m-2"} {
 		s, ok := spans[id]
 		if !ok {
@@ -77,7 +80,6 @@ func TestPublishSpans(t *testing.T) {
 		if s.Name() != "publish "+ex || s.SpanKind() != trace.SpanKindProducer || s.Parent().SpanID() != parent.SpanContext().SpanID() {
 			t.Errorf("%s: span %q kind %v parent %v; want %q, producer, child of the caller", id, s.Name(), s.SpanKind(), s.Parent(), "publish "+ex)
 		}
-		a.WaitCount(q, 1, 10*time.Second)
 		m, ok := a.Get(q)
 		if !ok {
 			t.Fatalf("%s not delivered", id)
