@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Outgoing is one message of PublishBatch.
@@ -17,7 +20,9 @@ type Outgoing struct {
 // channel, then waits for all their confirms: one caller keeps many
 // messages in flight. errs[i] answers batch[i] exactly as Publish would;
 // a message whose channel died before its confirm is published again.
-// Empty message ids in batch are filled in place.
+// Empty message ids and timestamps in batch are filled in place; with
+// tracing on, each message is a producer span of its own and its headers
+// are replaced by a copy carrying that span's context.
 func (p *Publisher) PublishBatch(ctx context.Context, batch []Outgoing, opts ...PublishOption) (errs []error) {
 	errs = make([]error, len(batch))
 	var o publishOptions
@@ -32,11 +37,23 @@ func (p *Publisher) PublishBatch(ctx context.Context, batch []Outgoing, opts ...
 		}
 		return errs
 	}
+	spans := make([]trace.Span, len(batch))
+	defer func() {
+		for i, span := range spans {
+			EndSpan(span, errs[i])
+		}
+	}()
 	for i := range batch {
 		m := &batch[i].Message
-		if m.MessageID == "" && !o.keepID {
-			m.MessageID = NewMessageID()
+		if !o.keepID {
+			if m.MessageID == "" {
+				m.MessageID = NewMessageID()
+			}
+			if m.Timestamp.IsZero() {
+				m.Timestamp = time.Now()
+			}
 		}
+		_, spans[i] = p.startPublish(ctx, batch[i].Exchange, batch[i].RoutingKey, m)
 		if errs[i] = p.size.check(int64(len(m.Body)), m.MessageID, batch[i].Exchange, batch[i].RoutingKey); errs[i] != nil {
 			continue
 		}
@@ -48,17 +65,17 @@ func (p *Publisher) PublishBatch(ctx context.Context, batch []Outgoing, opts ...
 		if errors.As(errs[i], &tl) {
 			continue
 		}
-		errs[i] = p.await(ctx, s, pend, errs[i], batch[i], opts)
+		errs[i] = p.await(ctx, s, pend, errs[i], batch[i])
 	}
 	return errs
 }
 
 // await resolves one message of a batch, publishing it again on its own
 // when its channel died first.
-func (p *Publisher) await(ctx context.Context, s *pubSession, pend *pending, err error, out Outgoing, opts []PublishOption) error {
+func (p *Publisher) await(ctx context.Context, s *pubSession, pend *pending, err error, out Outgoing) error {
 	if pend == nil {
 		if s.isDead() {
-			return p.Publish(ctx, out.Exchange, out.RoutingKey, out.Message, append(opts, KeepMessageID())...)
+			return p.publish(ctx, out.Exchange, out.RoutingKey, out.Message)
 		}
 		return fmt.Errorf("publishing message %q: %w", out.Message.MessageID, err)
 	}
@@ -73,7 +90,7 @@ func (p *Publisher) await(ctx context.Context, s *pubSession, pend *pending, err
 		}
 		if pend.lost || errors.As(pend.err, &ce) {
 			// Lost, or failed with the whole channel: try it on its own.
-			return p.Publish(ctx, out.Exchange, out.RoutingKey, out.Message, append(opts, KeepMessageID())...)
+			return p.publish(ctx, out.Exchange, out.RoutingKey, out.Message)
 		}
 		p.count(pend.err)
 		return pend.err

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/warrenmq/warren/internal/redact"
@@ -53,6 +54,9 @@ type Config struct {
 	MaxBackoff time.Duration
 	// Logger receives lifecycle events. nil means no logging.
 	Logger *zap.Logger
+	// TracerProvider makes the publisher's producer spans. nil means
+	// tracing is off: no span is made and nothing is injected.
+	TracerProvider trace.TracerProvider
 }
 
 // WithDefaults returns a copy of c with zero fields set to their defaults.
@@ -160,4 +164,12 @@ func parseOne(raw string, i, n int) (*url.URL, error) {
 		return nil, fmt.Errorf("%s: %s has no host", what, redact.URL(raw))
 	}
 	return u, nil
+}
+
+// tracer is the connection's tracer, nil when tracing is off.
+func (c *Conn) tracer() trace.Tracer {
+	if c.cfg.TracerProvider == nil {
+		return nil
+	}
+	return c.cfg.TracerProvider.Tracer(TracerName)
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 )
 
@@ -46,7 +47,8 @@ type Publisher struct {
 	closing chan struct{}
 	once    sync.Once
 	wg      sync.WaitGroup
-	size    sizeLimit // the broker's message size limit, once it named it
+	size    sizeLimit    // the broker's message size limit, once it named it
+	tracer  trace.Tracer // nil when tracing is off
 }
 
 // PublisherStats counts what the broker answered to publishes.
@@ -66,6 +68,7 @@ func (c *Conn) NewPublisher() *Publisher {
 		log:     c.log.Named("publisher"),
 		open:    make(chan struct{}, 1),
 		closing: make(chan struct{}),
+		tracer:  c.tracer(),
 	}
 }
 
@@ -77,15 +80,33 @@ func (c *Conn) NewPublisher() *Publisher {
 // max_message_size (once the broker has refused one body for its size,
 // larger ones fail at once, without closing the channel under other
 // publishes); a wrapped ctx error when ctx ended first (the message may or
-// may not have been stored).
+// may not have been stored). An unset Timestamp is set to now, so that
+// consumers can tell how long the message waited.
+//
+// With tracing on (Config.TracerProvider), each call is a producer span,
+// a child of the span in ctx, and the message carries its context in
+// its traceparent and tracestate headers.
 func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg Message, opts ...PublishOption) error {
 	var o publishOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if msg.MessageID == "" && !o.keepID {
-		msg.MessageID = NewMessageID()
+	if !o.keepID {
+		if msg.MessageID == "" {
+			msg.MessageID = NewMessageID()
+		}
+		if msg.Timestamp.IsZero() {
+			msg.Timestamp = time.Now()
+		}
 	}
+	ctx, span := p.startPublish(ctx, exchange, key, &msg)
+	err := p.publish(ctx, exchange, key, msg)
+	EndSpan(span, err)
+	return err
+}
+
+// publish publishes msg as it is and waits for the broker's answer.
+func (p *Publisher) publish(ctx context.Context, exchange, key string, msg Message) error {
 	if err := p.size.check(int64(len(msg.Body)), msg.MessageID, exchange, key); err != nil {
 		return err
 	}
@@ -153,8 +174,8 @@ type PublishOption func(*publishOptions)
 
 type publishOptions struct{ keepID bool }
 
-// KeepMessageID publishes the message as it is: an empty MessageID stays
-// empty. Copies of received messages (retries, dead letters) use it so
+// KeepMessageID publishes the message as it is: an empty MessageID (or
+// Timestamp) stays empty. Copies of received messages (retries, dead letters) use it so
 // that their properties stay unchanged.
 func KeepMessageID() PublishOption { return func(o *publishOptions) { o.keepID = true } }
 

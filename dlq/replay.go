@@ -2,7 +2,11 @@ package dlq
 
 import (
 	"context"
+	"errors"
 	"fmt"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/worker"
@@ -32,6 +36,12 @@ type ReplayOptions struct {
 	OnLetter func(l *Letter, exchange, key string)
 	// Progress, when set, is called after every batch.
 	Progress func(ReplayResult)
+	// TracerProvider, when set, traces each batch of copies: a span
+	// "replay <dlq>" that starts a trace of its own, linked to the trace
+	// each dead letter carries (its message's, across its attempts), under
+	// which the copies are published, so that the replayed runs continue
+	// the replay's trace. nil means no tracing.
+	TracerProvider trace.TracerProvider
 }
 
 // ReplayResult counts what a replay did.
@@ -97,7 +107,7 @@ func (o ReplayOptions) flush(ctx context.Context, b *broker.Browser, pub *broker
 	}
 	var errs []error
 	if !o.DryRun {
-		errs = pub.PublishBatch(ctx, out, broker.KeepMessageID())
+		errs = o.publish(ctx, pub, batch, out, res.DLQ)
 	}
 	for i, l := range batch {
 		if errs != nil && errs[i] != nil {
@@ -117,6 +127,28 @@ func (o ReplayOptions) flush(ctx context.Context, b *broker.Browser, pub *broker
 		o.Progress(*res)
 	}
 	return nil
+}
+
+// publish publishes a batch of copies, under a replay span with tracing
+// on (a root of its own, linked to each letter's trace: a child of one
+// dead letter's trace would mislead about the others').
+func (o ReplayOptions) publish(ctx context.Context, pub *broker.Publisher, batch []*Letter, out []broker.Outgoing, dlq string) []error {
+	if o.TracerProvider == nil {
+		return pub.PublishBatch(ctx, out, broker.KeepMessageID())
+	}
+	var links []trace.Link
+	for _, l := range batch {
+		if sc := broker.SpanContextOf(l.Delivery.Headers); sc.IsValid() {
+			links = append(links, trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{attribute.String("warren.link", "dead_letter")}})
+		}
+	}
+	ctx, span := o.TracerProvider.Tracer(broker.TracerName).Start(ctx, "replay "+dlq, trace.WithNewRoot(),
+		trace.WithSpanKind(trace.SpanKindInternal), trace.WithLinks(links...),
+		trace.WithAttributes(broker.AttrOperationName.String("replay"), attribute.String("warren.dlq", dlq),
+			attribute.Int("messaging.batch.message_count", len(out))))
+	errs := pub.PublishBatch(ctx, out, broker.KeepMessageID())
+	broker.EndSpan(span, errors.Join(errs...))
+	return errs
 }
 
 // target is where a letter's copy goes.

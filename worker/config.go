@@ -9,6 +9,7 @@ import (
 
 	"github.com/kelseyhightower/envconfig"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/warrenmq/warren/broker"
@@ -36,9 +37,14 @@ const (
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "json"
 	DefaultConsumerTimeout = 30 * time.Minute
-	DefaultMaxAttempts     = retry.DefaultMaxAttempts
-	DefaultDedupePrefix    = dedupe.DefaultKeyPrefix
-	DefaultDedupe          = DedupeOn
+	// DefaultLagInterval is how often queue depths are polled for the
+	// lag metrics.
+	DefaultLagInterval = 15 * time.Second
+	// MinLagInterval bounds how often they may be polled.
+	MinLagInterval      = time.Second
+	DefaultMaxAttempts  = retry.DefaultMaxAttempts
+	DefaultDedupePrefix = dedupe.DefaultKeyPrefix
+	DefaultDedupe       = DedupeOn
 	// EnvPrefix prefixes every environment variable: WARREN_AMQP_URL, ...
 	EnvPrefix = "WARREN"
 )
@@ -126,6 +132,11 @@ type Config struct {
 	HealthAddr string `envconfig:"WARREN_HEALTH_ADDR" default:""`
 	// MetricsAddr serves Prometheus /metrics. "" means no metrics server.
 	MetricsAddr string `envconfig:"WARREN_METRICS_ADDR" default:""`
+	// LagInterval is how often each route's queue, retry tiers and
+	// dead-letter queue are polled (passive declares on a channel of
+	// their own) for the lag metrics. 0 means DefaultLagInterval; at
+	// least MinLagInterval.
+	LagInterval time.Duration `envconfig:"WARREN_LAG_INTERVAL" default:"15s"`
 
 	// Logger receives all logs. nil means a logger built from LogLevel
 	// and LogFormat.
@@ -135,6 +146,12 @@ type Config struct {
 	// Registry receives the worker's metrics. nil means a registry of the
 	// worker's own, served on MetricsAddr and returned by Worker.Registry.
 	Registry *prometheus.Registry `ignored:"true"`
+	// TracerProvider makes the OpenTelemetry spans: a producer span per
+	// publish (retry copies and dead letters included) and a consumer
+	// span per handler run. nil means tracing is off, at the cost of a
+	// nil check per message. tracing.FromEnv builds one from the
+	// standard OTEL_* variables; the caller shuts it down.
+	TracerProvider trace.TracerProvider `ignored:"true"`
 }
 
 // FromEnv reads the configuration from WARREN_* environment variables,
@@ -244,6 +261,9 @@ func (c Config) WithDefaults() Config {
 	if c.LogFormat == "" {
 		c.LogFormat = DefaultLogFormat
 	}
+	if c.LagInterval == 0 {
+		c.LagInterval = DefaultLagInterval
+	}
 	return c
 }
 
@@ -290,5 +310,7 @@ func (c Config) logFields() []zap.Field {
 		zap.Duration("consumer_timeout", c.ConsumerTimeout),
 		zap.String("health_addr", c.HealthAddr),
 		zap.String("metrics_addr", c.MetricsAddr),
+		zap.Duration("lag_interval", c.LagInterval),
+		zap.Bool("tracing", c.TracerProvider != nil),
 	}
 }

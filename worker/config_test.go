@@ -32,6 +32,7 @@ var configVarSuffixes = []string{
 	"QUEUE_TYPE", "DELIVERY_LIMIT", "LOG_LEVEL", "LOG_FORMAT", "HEALTH_ADDR",
 	"METRICS_ADDR", "AMQP_CA_FILE", "AMQP_CERT_FILE", "AMQP_KEY_FILE",
 	"REDIS_CA_FILE", "REDIS_CERT_FILE", "REDIS_KEY_FILE", "CONSUMER_TIMEOUT",
+	"LAG_INTERVAL",
 }
 
 // configEnvKeys returns every environment variable that could reach
@@ -100,6 +101,7 @@ func defaultConfig() worker.Config {
 		LogLevel:        worker.DefaultLogLevel,
 		LogFormat:       worker.DefaultLogFormat,
 		ConsumerTimeout: worker.DefaultConsumerTimeout,
+		LagInterval:     worker.DefaultLagInterval,
 	}
 }
 
@@ -165,6 +167,7 @@ func TestFromEnvEveryVariable(t *testing.T) {
 		"REDIS_CERT_FILE":  certs.ClientCert,
 		"REDIS_KEY_FILE":   certs.ClientKey,
 		"CONSUMER_TIMEOUT": "1h",
+		"LAG_INTERVAL":     "30s",
 	}
 	if len(vars) != len(configVarSuffixes) {
 		t.Fatalf("the test sets %d variables, Config has %d", len(vars), len(configVarSuffixes))
@@ -203,6 +206,7 @@ func TestFromEnvEveryVariable(t *testing.T) {
 		RedisCertFile:   certs.ClientCert,
 		RedisKeyFile:    certs.ClientKey,
 		ConsumerTimeout: time.Hour,
+		LagInterval:     30 * time.Second,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("FromEnv() =\n%+v\nwant\n%+v", cfg, want)
@@ -255,6 +259,7 @@ func TestFromEnvZeroMeansDefault(t *testing.T) {
 		{"DEDUPE_LEASE", "0s", func(c worker.Config) any { return c.DedupeLease }, worker.DefaultDedupeLease},
 		{"DELIVERY_LIMIT", "0", func(c worker.Config) any { return c.DeliveryLimit }, worker.DefaultDeliveryLimit},
 		{"PREFETCH", "0", func(c worker.Config) any { return c.Prefetch }, 0},
+		{"LAG_INTERVAL", "0s", func(c worker.Config) any { return c.LagInterval }, worker.DefaultLagInterval},
 	}
 	for _, c := range cases {
 		t.Run(c.suffix+"="+c.value, func(t *testing.T) {
@@ -280,6 +285,9 @@ var badConfigCases = []struct {
 	{"CONCURRENCY", "-1", func(c *worker.Config) { c.Concurrency = -1 }},
 	{"CONCURRENCY", "10001", func(c *worker.Config) { c.Concurrency = 10001 }},
 	{"CONCURRENCY", "abc", nil},
+	{"LAG_INTERVAL", "500ms", func(c *worker.Config) { c.LagInterval = 500 * time.Millisecond }},
+	{"LAG_INTERVAL", "-1s", func(c *worker.Config) { c.LagInterval = -time.Second }},
+	{"LAG_INTERVAL", "often", nil},
 	{"PREFETCH", "70000", func(c *worker.Config) { c.Prefetch = 70000 }},
 	{"PREFETCH", "-1", func(c *worker.Config) { c.Prefetch = -1 }},
 	{"RETRY_DELAYS", "1x", nil},

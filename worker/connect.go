@@ -34,7 +34,7 @@ func (w *Worker) connect(ctx context.Context, routes []Route) (*runtime, error) 
 }
 
 func (w *Worker) connectInto(ctx context.Context, rt *runtime, routes []Route) (err error) {
-	bc := broker.Config{URL: w.cfg.AMQPURL, Logger: w.log, TLS: w.amqpTLS}
+	bc := broker.Config{URL: w.cfg.AMQPURL, Logger: w.log, TLS: w.amqpTLS, TracerProvider: w.cfg.TracerProvider}
 	bc.Name = "warren-consume"
 	if rt.consume, err = broker.Dial(ctx, bc); err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -204,9 +205,10 @@ type rigOptions struct {
 	concurrency int
 	dedupe      bool
 	copies      *fakeCopies
-	timeout     time.Duration // 0 means 5s
-	lease       time.Duration // 0 means a minute
-	policy      retry.Policy  // zero means tiers 1s, 10s and 3 attempts
+	timeout     time.Duration        // 0 means 5s
+	lease       time.Duration        // 0 means a minute
+	policy      retry.Policy         // zero means tiers 1s, 10s and 3 attempts
+	tp          trace.TracerProvider // nil means tracing off
 }
 
 func newRig(t *testing.T, o rigOptions) *rig {
@@ -235,7 +237,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		t.Fatal(err)
 	}
 	c := pipelineConfig{route: route, handler: o.handler, src: r.src, copies: r.copies, ttl: time.Hour,
-		prefix: "test", host: "host", health: r.health, log: log, metrics: m.forQueue("q")}
+		prefix: "test", host: "host", health: r.health, log: log, metrics: m.forQueue("q"), tracer: newProcessTracer(o.tp, "q")}
 	if o.dedupe {
 		r.store = &flakyStore{MemoryStore: dedupe.NewMemory()}
 		c.claims = &claims{store: r.store, lease: o.lease, log: log, keeper: newKeeper(r.store, o.lease, log, r.health)}

@@ -100,7 +100,7 @@ func (f *finisher) flush(hctx context.Context, batch []finishJob) {
 			f.log.Warn("done mark not stored; a duplicate of this message will run again", zap.String("key", reqs[i].Key), zap.Error(err))
 		}
 		f.claims.settled(fj.j)
-		fj.j.markDone = false
+		fj.j.markDone, fj.j.marked, fj.j.markErr = false, true, errs[i]
 		f.complete(hctx, fj.j, fj.res)
 	}
 }

@@ -3,6 +3,8 @@ package worker
 import (
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/dedupe"
 	"github.com/warrenmq/warren/retry"
@@ -37,6 +39,13 @@ type job struct {
 	// stale: the message's channel closed before its result was sent;
 	// the broker redelivers it.
 	stale bool
+
+	// span is the handler run's consumer span, nil with tracing off.
+	// marked and markErr: finish tried to store the done mark, with
+	// this result.
+	span    trace.Span
+	marked  bool
+	markErr error
 }
 
 // newJob builds the job of a delivery, with its handler's view.

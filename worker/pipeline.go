@@ -31,6 +31,7 @@ type pipeline struct {
 	concurrency int
 	log         *zap.Logger
 	metrics     *queueMetrics
+	tracer      *processTracer // nil when tracing is off
 
 	intake  *intake
 	exec    *executor
@@ -60,11 +61,12 @@ type pipelineConfig struct {
 	health   storeHealth
 	log      *zap.Logger
 	metrics  *queueMetrics
+	tracer   *processTracer // nil when tracing is off
 }
 
 func newPipeline(c pipelineConfig) *pipeline {
 	r := c.route
-	p := &pipeline{src: c.src, concurrency: r.Concurrency, log: c.log, metrics: c.metrics, stopping: make(chan struct{})}
+	p := &pipeline{src: c.src, concurrency: r.Concurrency, log: c.log, metrics: c.metrics, tracer: c.tracer, stopping: make(chan struct{})}
 	p.intake = &intake{
 		deliveries: c.src.Deliveries(),
 		view:       viewer{queue: r.Queue, maxAttempts: r.Retry.MaxAttempts, prefix: c.prefix, dedupeKey: r.DedupeKey}.of,
@@ -148,19 +150,22 @@ func (p *pipeline) run(hctx context.Context, j *job) {
 		p.metrics.inFlight.Dec()
 		return
 	}
-	res := p.exec.execute(hctx, j)
+	p.metrics.waited(j)
+	ctx := p.tracer.start(hctx, j)
+	res := p.exec.execute(ctx, j)
 	if j.markDone {
 		// Success under a claim: the finisher stores the done mark,
 		// batched with others, and only then acks.
 		p.fin.add(j, res)
 		return
 	}
-	p.complete(hctx, j, res)
+	p.complete(ctx, j, res)
 }
 
 // complete settles a job and records its outcome.
 func (p *pipeline) complete(hctx context.Context, j *job, res result) {
 	final := p.settler.settle(hctx, j, res)
+	p.tracer.end(j, final)
 	took := time.Since(j.start)
 	p.metrics.inFlight.Dec()
 	p.metrics.observe(final, took)

@@ -38,6 +38,12 @@ func (c Config) Validate() error {
 		},
 		func() error { return checkRange("DeliveryLimit", c.DeliveryLimit, 1, 1_000_000) },
 		func() error { return checkPositive("ConsumerTimeout", c.ConsumerTimeout) },
+		func() error {
+			if c.LagInterval < MinLagInterval {
+				return fieldErrorf("LagInterval", "must be at least %s, got %s", MinLagInterval, c.LagInterval)
+			}
+			return nil
+		},
 		func() error { return checkTLSPair("AMQPCertFile", "AMQPKeyFile", c.amqpTLS()) },
 		func() error { return checkTLSPair("RedisCertFile", "RedisKeyFile", c.redisTLS()) },
 		func() error { return checkOneOf("LogLevel", c.LogLevel, "debug", "info", "warn", "error") },

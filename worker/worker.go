@@ -172,6 +172,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		stopPing := w.pingStore(rt.store)
 		defer stopPing()
 	}
+	stopLag := w.startLag(rt.consume.NewInspector(), routes)
+	defer stopLag()
 	w.pub.Store(rt.pub)
 	w.health.setRunning(true)
 	close(w.started)
@@ -215,6 +217,7 @@ func (w *Worker) pipelineConfig(rt *runtime, r Route, src source, h Handler) pip
 		ttl:    w.cfg.DedupeTTL, prefix: w.cfg.DedupePrefix, host: w.host,
 		failOpen: w.cfg.DedupeFailOpen, health: &w.health,
 		log: log, metrics: w.metrics.forQueue(r.Queue),
+		tracer: newProcessTracer(w.cfg.TracerProvider, r.Queue),
 	}
 	if r.Dedupe == DedupeOn {
 		c.claims = &claims{store: rt.store, tx: rt.tx, lease: w.cfg.DedupeLease, log: log,

@@ -53,7 +53,7 @@ func connect(ctx context.Context) (*broker.Conn, error) {
 func dialBroker(ctx context.Context, cfg worker.Config, log *zap.Logger) (*broker.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return broker.Dial(ctx, broker.Config{URL: cfg.AMQPURL, Name: "warren-cli", Logger: log})
+	return broker.Dial(ctx, broker.Config{URL: cfg.AMQPURL, Name: "warren-cli", Logger: log, TracerProvider: tracerOf(ctx)})
 }
 
 // parseHeaders turns k=v pairs into headers.

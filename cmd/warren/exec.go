@@ -36,11 +36,12 @@ func newExecHandler(argv []string) (*execHandler, error) {
 }
 
 // handlerEnv is warren's environment without its own settings, which
-// hold passwords the handler has no need of.
+// hold passwords the handler has no need of, and without a trace context
+// of warren's own (the handler gets its message's).
 func handlerEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "WARREN_") {
+		if !strings.HasPrefix(kv, "WARREN_") && !strings.HasPrefix(kv, "TRACEPARENT=") && !strings.HasPrefix(kv, "TRACESTATE=") {
 			env = append(env, kv)
 		}
 	}
@@ -71,6 +72,11 @@ func (h *execHandler) Handle(ctx context.Context, d *worker.Delivery) error {
 	cmd.Env = handlerEnv()
 	for _, kv := range metadata(d) {
 		cmd.Env = append(cmd.Env, "WARREN_MSG_"+kv[0]+"="+kv[1])
+	}
+	// The handler run's trace context, as OpenTelemetry SDKs read it
+	// from the environment.
+	for k, v := range handlerTrace(ctx, d) {
+		cmd.Env = append(cmd.Env, strings.ToUpper(k)+"="+v)
 	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

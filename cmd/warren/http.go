@@ -39,6 +39,10 @@ func (h *httpHandler) Handle(ctx context.Context, d *worker.Delivery) error {
 	for _, kv := range metadata(d) {
 		req.Header.Set("X-Warren-"+strings.ReplaceAll(kv[0], "_", "-"), kv[1])
 	}
+	// The handler run's trace context: traceparent, tracestate.
+	for k, v := range handlerTrace(ctx, d) {
+		req.Header.Set(k, v)
+	}
 	resp, err := h.client.Do(req)
 	if err != nil {
 		return fmt.Errorf("POST %s: %w", h.url, err)

@@ -60,6 +60,14 @@ func dispatch(ctx context.Context, args []string, out, errOut io.Writer) error {
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
+			if c.name == "bench" {
+				return c.run(ctx, args[1:], out)
+			}
+			ctx, stop, err := withTracing(ctx)
+			if err != nil {
+				return err
+			}
+			defer stop()
 			return c.run(ctx, args[1:], out)
 		}
 	}

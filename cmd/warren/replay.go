@@ -26,6 +26,7 @@ func dlqReplay(ctx context.Context, args []string, out io.Writer) error {
 		return errors.New("dlq replay: name one queue")
 	}
 	o.Queue = pos[0]
+	o.TracerProvider = tracerOf(ctx)
 	if *grep != "" {
 		o.Match = func(l *dlq.Letter) bool { return strings.Contains(l.Error, *grep) }
 	}

@@ -44,6 +44,7 @@ func runCmd(ctx context.Context, args []string, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
+	cfg.TracerProvider = tracerOf(ctx)
 	w, err := worker.New(cfg)
 	if err != nil {
 		return err

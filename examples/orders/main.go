@@ -12,6 +12,7 @@
 //
 // Configuration comes from WARREN_* environment variables (see the
 // worker package); the defaults reach RabbitMQ and Redis on localhost.
+// OTEL_* variables turn on OpenTelemetry traces (see the tracing package).
 package main
 
 import (
@@ -28,6 +29,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/tracing"
 	"github.com/warrenmq/warren/worker"
 )
 
@@ -56,6 +58,14 @@ func run(once, demo bool) error {
 	if os.Getenv("WARREN_RETRY_DELAYS") == "" {
 		cfg.RetryDelays = []time.Duration{time.Second, 5 * time.Second}
 	}
+	// Traces when OTEL_* variables ask for them (e.g.
+	// OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318); off otherwise.
+	tp, shutdown, err := tracing.FromEnv(context.Background(), "orders")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = shutdown(context.Background()) }()
+	cfg.TracerProvider = tp
 	w, err := worker.New(cfg)
 	if err != nil {
 		return err
