@@ -36,6 +36,7 @@ type pipeline struct {
 	exec    *executor
 	settler *settler
 	fin     *finisher // nil unless dedupe is on
+	gate    *gate     // the outage breaker (pause.go)
 
 	wg         sync.WaitGroup // handlers and intake
 	finWG      sync.WaitGroup
@@ -60,6 +61,7 @@ type pipelineConfig struct {
 	health   storeHealth
 	log      *zap.Logger
 	metrics  *queueMetrics
+	pause    *pauseMetrics // nil: not exported
 }
 
 func newPipeline(c pipelineConfig) *pipeline {
@@ -75,6 +77,7 @@ func newPipeline(c pipelineConfig) *pipeline {
 		claims: c.claims, ttl: c.ttl, failOpen: c.failOpen, health: c.health}
 	p.settler = &settler{queue: r.Queue, copier: copier{queue: r.Queue, handler: r.Name, host: c.host},
 		copies: c.copies, claims: c.claims, log: c.log}
+	p.gate = newGate(r, c.src, c.log, c.pause)
 	if c.claims != nil {
 		p.fin = newFinisher(&finisher{store: c.claims.store, claims: c.claims, ttl: c.ttl, log: c.log, health: c.health, complete: p.complete}, r.Prefetch)
 	}
@@ -83,6 +86,7 @@ func newPipeline(c pipelineConfig) *pipeline {
 
 // start starts the goroutines; hctx is the handlers' context.
 func (p *pipeline) start(hctx context.Context) {
+	p.gate.start(hctx)
 	if p.fin != nil {
 		p.finWG.Add(1)
 		go func() { defer p.finWG.Done(); p.fin.run(hctx) }()
@@ -148,7 +152,16 @@ func (p *pipeline) run(hctx context.Context, j *job) {
 		p.metrics.inFlight.Dec()
 		return
 	}
+	trial, ok := p.gate.admit(hctx)
+	if !ok {
+		// The route is paused: the job goes back unstarted.
+		rctx, cancel := releaseContext(hctx)
+		p.giveBack(rctx, []*job{j})
+		cancel()
+		return
+	}
 	res := p.exec.execute(hctx, j)
+	p.gate.report(trial, res)
 	if j.markDone {
 		// Success under a claim: the finisher stores the done mark,
 		// batched with others, and only then acks.
@@ -198,6 +211,7 @@ func (p *pipeline) close() {
 	p.stop()
 	p.wait()
 	p.finWG.Wait()
+	p.gate.stop()
 	if p.stopKeeper != nil {
 		p.stopKeeper()
 		p.keeperWG.Wait()

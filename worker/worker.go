@@ -37,6 +37,7 @@ type Worker struct {
 	started chan struct{}
 	health  health
 	metrics *metrics
+	pauses  *pauseMetrics
 	reg     *prometheus.Registry
 	host    string // written on dead letters
 
@@ -60,6 +61,10 @@ func New(cfg Config) (*Worker, error) {
 		w.reg = prometheus.NewRegistry()
 	}
 	if err := w.metrics.register(w.reg); err != nil {
+		return nil, fmt.Errorf("registering metrics: %w", err)
+	}
+	w.pauses = newPauseMetrics()
+	if err := w.pauses.register(w.reg); err != nil {
 		return nil, fmt.Errorf("registering metrics: %w", err)
 	}
 	if w.log == nil {
@@ -214,7 +219,7 @@ func (w *Worker) pipelineConfig(rt *runtime, r Route, src source, h Handler) pip
 		copies: brokerCopies{pub: rt.pub, conn: rt.consume},
 		ttl:    w.cfg.DedupeTTL, prefix: w.cfg.DedupePrefix, host: w.host,
 		failOpen: w.cfg.DedupeFailOpen, health: &w.health,
-		log: log, metrics: w.metrics.forQueue(r.Queue),
+		log: log, metrics: w.metrics.forQueue(r.Queue), pause: w.pauses,
 	}
 	if r.Dedupe == DedupeOn {
 		c.claims = &claims{store: rt.store, lease: w.cfg.DedupeLease, log: log,
