@@ -30,14 +30,15 @@ type gate struct {
 	wg     sync.WaitGroup
 }
 
-// pauseMetrics are the pause collectors, shared by every route.
-type pauseMetrics struct {
-	paused *prometheus.GaugeVec
-	pauses *prometheus.CounterVec
+// flowMetrics are the pause and limit collectors, shared by every route.
+type flowMetrics struct {
+	paused  *prometheus.GaugeVec
+	pauses  *prometheus.CounterVec
+	limited *prometheus.CounterVec
 }
 
-func newPauseMetrics() *pauseMetrics {
-	return &pauseMetrics{
+func newFlowMetrics() *flowMetrics {
+	return &flowMetrics{
 		paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "warren_route_paused",
 			Help: "1 while the route is paused because a dependency is down (its subscription cancelled), by queue.",
@@ -46,11 +47,15 @@ func newPauseMetrics() *pauseMetrics {
 			Name: "warren_route_pauses_total",
 			Help: "Times the route paused because a dependency was down, by queue.",
 		}, []string{"queue"}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_limited_total",
+			Help: "Messages over their key's limit (concurrency or rate), sent round a delay tier without spending an attempt, by queue and limit.",
+		}, []string{"queue", "limit"}),
 	}
 }
 
-func (m *pauseMetrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.paused, m.pauses} {
+func (m *flowMetrics) register(reg prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{m.paused, m.pauses, m.limited} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -59,7 +64,7 @@ func (m *pauseMetrics) register(reg prometheus.Registerer) error {
 }
 
 // newGate builds route r's gate; src is paused and resumed when it can be.
-func newGate(r Route, src source, log *zap.Logger, m *pauseMetrics) *gate {
+func newGate(r Route, src source, log *zap.Logger, m *flowMetrics) *gate {
 	g := &gate{log: log}
 	ps, _ := src.(pausable)
 	var paused prometheus.Gauge

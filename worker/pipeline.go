@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/flow"
 )
 
 // source is a route's consumer, the seam to the broker's deliveries.
@@ -37,6 +38,7 @@ type pipeline struct {
 	settler *settler
 	fin     *finisher // nil unless dedupe is on
 	gate    *gate     // the outage breaker (pause.go)
+	limits  *limits   // per-key limits (limit.go); nil without
 
 	wg         sync.WaitGroup // handlers and intake
 	finWG      sync.WaitGroup
@@ -61,7 +63,8 @@ type pipelineConfig struct {
 	health   storeHealth
 	log      *zap.Logger
 	metrics  *queueMetrics
-	pause    *pauseMetrics // nil: not exported
+	pause    *flowMetrics  // nil: not exported
+	limiter  *flow.Limiter // nil unless the route has limits
 }
 
 func newPipeline(c pipelineConfig) *pipeline {
@@ -78,6 +81,7 @@ func newPipeline(c pipelineConfig) *pipeline {
 	p.settler = &settler{queue: r.Queue, copier: copier{queue: r.Queue, handler: r.Name, host: c.host},
 		copies: c.copies, claims: c.claims, log: c.log}
 	p.gate = newGate(r, c.src, c.log, c.pause)
+	p.limits = newLimits(r, c.limiter, c.log, c.pause)
 	if c.claims != nil {
 		p.fin = newFinisher(&finisher{store: c.claims.store, claims: c.claims, ttl: c.ttl, log: c.log, health: c.health, complete: p.complete}, r.Prefetch)
 	}
@@ -160,7 +164,18 @@ func (p *pipeline) run(hctx context.Context, j *job) {
 		cancel()
 		return
 	}
+	release, lres, ok := p.limits.take(hctx, j)
+	if !ok {
+		// Over its key's limit: round a tier, no attempt spent.
+		p.gate.report(trial, lres)
+		rctx, cancel := releaseContext(hctx)
+		p.intake.claims.releaseUnstarted(rctx, j)
+		cancel()
+		p.complete(hctx, j, lres)
+		return
+	}
 	res := p.exec.execute(hctx, j)
+	release()
 	p.gate.report(trial, res)
 	if j.markDone {
 		// Success under a claim: the finisher stores the done mark,

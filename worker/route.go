@@ -53,6 +53,9 @@ type Route struct {
 	// Pause says when the route stops taking messages because a
 	// dependency is down, and how it finds out that it is back.
 	Pause Pause
+	// Limits bound the route's handlers per key across the fleet. The
+	// zero value bounds nothing.
+	Limits Limits
 }
 
 // Pause configures a route's pause on a downstream outage. A handler
@@ -145,6 +148,9 @@ func (r Route) validate() error {
 		return fmt.Errorf("route %q: pause backoff must be positive with min <= max, got %s..%s", r.Queue, r.Pause.MinBackoff, r.Pause.MaxBackoff)
 	}
 	if err := r.Retry.Validate(); err != nil {
+		return fmt.Errorf("route %q: %w", r.Queue, err)
+	}
+	if err := r.Limits.validate(); err != nil {
 		return fmt.Errorf("route %q: %w", r.Queue, err)
 	}
 	return nil

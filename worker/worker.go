@@ -37,7 +37,7 @@ type Worker struct {
 	started chan struct{}
 	health  health
 	metrics *metrics
-	pauses  *pauseMetrics
+	flows   *flowMetrics
 	reg     *prometheus.Registry
 	host    string // written on dead letters
 
@@ -63,8 +63,8 @@ func New(cfg Config) (*Worker, error) {
 	if err := w.metrics.register(w.reg); err != nil {
 		return nil, fmt.Errorf("registering metrics: %w", err)
 	}
-	w.pauses = newPauseMetrics()
-	if err := w.pauses.register(w.reg); err != nil {
+	w.flows = newFlowMetrics()
+	if err := w.flows.register(w.reg); err != nil {
 		return nil, fmt.Errorf("registering metrics: %w", err)
 	}
 	if w.log == nil {
@@ -219,7 +219,10 @@ func (w *Worker) pipelineConfig(rt *runtime, r Route, src source, h Handler) pip
 		copies: brokerCopies{pub: rt.pub, conn: rt.consume},
 		ttl:    w.cfg.DedupeTTL, prefix: w.cfg.DedupePrefix, host: w.host,
 		failOpen: w.cfg.DedupeFailOpen, health: &w.health,
-		log: log, metrics: w.metrics.forQueue(r.Queue), pause: w.pauses,
+		log: log, metrics: w.metrics.forQueue(r.Queue), pause: w.flows,
+	}
+	if !r.Limits.zero() {
+		c.limiter = rt.limiter
 	}
 	if r.Dedupe == DedupeOn {
 		c.claims = &claims{store: rt.store, lease: w.cfg.DedupeLease, log: log,
