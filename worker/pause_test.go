@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/internal/testenv"
 	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/worker"
 )
@@ -45,14 +46,25 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name, queue string) flo
 // pauses the route: the subscription is cancelled, the messages it held
 // go back and stay ready in the queue with no attempt spent, no handler
 // runs while probes fail, and the route resumes by itself once the probe
-// succeeds; readiness and metrics show the pause.
+// succeeds; readiness and metrics show the pause. The same holds with
+// dedupe on, where the messages given back had been claimed.
 func TestPauseOnUnavailable(t *testing.T) {
 	t.Parallel()
+	t.Run("dedupe-off", func(t *testing.T) { t.Parallel(); testPauseOnUnavailable(t, testConfig(t)) })
+	t.Run("dedupe-on", func(t *testing.T) {
+		t.Parallel()
+		cfg, _ := dedupeConfig(t, "redis://"+testenv.RedisAddr()+"/0")
+		sharedRedis(t, cfg.DedupePrefix)
+		testPauseOnUnavailable(t, cfg)
+	})
+}
+
+func testPauseOnUnavailable(t *testing.T, cfg worker.Config) {
 	var up atomic.Bool
 	var probes atomic.Int32
 	rec := newRecorder()
 	const n = 6
-	f := newFixture(t, testConfig(t), worker.Route{
+	f := newFixture(t, cfg, worker.Route{
 		Queue: ".q", Concurrency: 1, Prefetch: 10,
 		Retry: retry.Policy{MaxAttempts: 2},
 		Pause: worker.Pause{MinBackoff: 100 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
