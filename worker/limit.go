@@ -54,10 +54,6 @@ func (l Limits) validate() error {
 	return nil
 }
 
-// KindLimited is the kind of a message sent round a tier because its key
-// was over its limit.
-const KindLimited = "limited"
-
 // limits is a route's per-key limits in front of its handlers.
 type limits struct {
 	l       *flow.Limiter

@@ -34,6 +34,7 @@ const (
 	KindStoreDown   = "store_unavailable" // retried without an attempt: the store is down
 	KindInProgress  = "in_progress"       // retried without an attempt: claimed elsewhere
 	KindUnavailable = "unavailable"       // retried without an attempt: the handler's dependency is down; the route pauses
+	KindLimited     = "limited"           // retried without an attempt: the message's key is over its Route.Limits
 )
 
 // PermanentError marks a failure that no retry can fix.

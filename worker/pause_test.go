@@ -204,3 +204,21 @@ func TestPauseAfterConsecutiveFailuresWithTrial(t *testing.T) {
 		t.Fatalf("%d dead letters", got)
 	}
 }
+
+// TestDecideUnavailable: Unavailable goes round the first tier on any
+// attempt, the last included; it is never dead-lettered, even wrapping a
+// permanent error.
+func TestDecideUnavailable(t *testing.T) {
+	p := retry.Policy{Delays: []time.Duration{time.Second, time.Minute}, MaxAttempts: 3}
+	for _, err := range []error{
+		worker.Unavailable(errors.New("db down")),
+		fmt.Errorf("saving: %w", worker.Unavailable(worker.Permanent(errors.New("refused")))),
+	} {
+		for attempt := 1; attempt <= 4; attempt++ {
+			d := worker.Decide(err, attempt, p)
+			if d.Outcome != worker.OutcomeRetry || d.Delay != time.Second || d.Kind != worker.KindUnavailable {
+				t.Fatalf("Decide(%v, attempt %d) = %+v, want a retry through the first tier, kind unavailable", err, attempt, d)
+			}
+		}
+	}
+}
