@@ -184,12 +184,7 @@ func (cn *Consumer) run() {
 		}
 		close(s.retire)
 		if changed {
-			// Paused, or resumed with another prefetch: the handed-out
-			// deliveries settle on the retiring channel.
-			if cn.Paused() {
-				cn.requeueBuffered()
-				cn.log.Info("consumer paused")
-			}
+			cn.changed()
 			continue
 		}
 		if !s.serverCancelled() {

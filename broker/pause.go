@@ -56,6 +56,15 @@ func (cn *Consumer) Paused() bool {
 	return p
 }
 
+// changed follows a subscription cancelled for a Pause or a new
+// prefetch; the handed-out deliveries settle on the retiring channel.
+func (cn *Consumer) changed() {
+	if cn.Paused() {
+		cn.requeueBuffered()
+		cn.log.Info("consumer paused")
+	}
+}
+
 // waitResume waits until the consumer is resumed (true) or stopped.
 func (cn *Consumer) waitResume() bool {
 	for {
