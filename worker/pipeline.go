@@ -39,6 +39,7 @@ type pipeline struct {
 	fin     *finisher // nil unless dedupe is on
 	gate    *gate     // the outage breaker (pause.go)
 	limits  *limits   // per-key limits (limit.go); nil without
+	ordered bool      // retries in place (order.go)
 
 	wg         sync.WaitGroup // handlers and intake
 	finWG      sync.WaitGroup
@@ -82,6 +83,7 @@ func newPipeline(c pipelineConfig) *pipeline {
 		copies: c.copies, claims: c.claims, log: c.log}
 	p.gate = newGate(r, c.src, c.log, c.pause)
 	p.limits = newLimits(r, c.limiter, c.log, c.pause)
+	p.ordered = r.Order.Partitions > 0 && !r.Order.Overtake
 	if c.claims != nil {
 		p.fin = newFinisher(&finisher{store: c.claims.store, claims: c.claims, ttl: c.ttl, log: c.log, health: c.health, complete: p.complete}, r.Prefetch)
 	}
@@ -175,6 +177,9 @@ func (p *pipeline) run(hctx context.Context, j *job) {
 		return
 	}
 	res := p.exec.execute(hctx, j)
+	if p.ordered {
+		res = p.inPlace(hctx, j, res)
+	}
 	release()
 	p.gate.report(trial, res)
 	if j.markDone {

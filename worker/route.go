@@ -56,6 +56,9 @@ type Route struct {
 	// Limits bound the route's handlers per key across the fleet. The
 	// zero value bounds nothing.
 	Limits Limits
+	// Order makes the route ordered per key (see Order). The zero value
+	// leaves it unordered.
+	Order Order
 }
 
 // Pause configures a route's pause on a downstream outage. A handler
@@ -153,6 +156,9 @@ func (r Route) validate() error {
 	if err := r.Limits.validate(); err != nil {
 		return fmt.Errorf("route %q: %w", r.Queue, err)
 	}
+	if err := r.Order.validate(r); err != nil {
+		return fmt.Errorf("route %q: %w", r.Queue, err)
+	}
 	return nil
 }
 
@@ -169,6 +175,7 @@ func (r Route) topology(deliveryLimit int) broker.Topology {
 		main["x-delivery-limit"] = int64(deliveryLimit)
 		atLeastOnce(main)
 	}
+	exchangeArgs := r.orderArgs(main)
 	t := broker.Topology{Queues: []broker.Queue{{Name: r.Queue, Type: r.QueueType, Args: main}}}
 	for _, d := range r.Retry.Delays {
 		args := map[string]any{
@@ -183,7 +190,7 @@ func (r Route) topology(deliveryLimit int) broker.Topology {
 	}
 	t.Queues = append(t.Queues, broker.Queue{Name: retry.DLQ(r.Queue), Type: r.QueueType})
 	if r.Exchange != "" {
-		t.Exchanges = []broker.Exchange{{Name: r.Exchange, Kind: r.ExchangeKind}}
+		t.Exchanges = []broker.Exchange{{Name: r.Exchange, Kind: r.ExchangeKind, Args: exchangeArgs}}
 		for _, k := range r.BindingKeys {
 			t.Bindings = append(t.Bindings, broker.Binding{Exchange: r.Exchange, Queue: r.Queue, RoutingKey: k})
 		}

@@ -105,12 +105,15 @@ func (w *Worker) Handle(r Route) error {
 	if w.running {
 		return fmt.Errorf("route %q: add routes before Run", r.Queue)
 	}
+	parts := r.partitions()
 	for _, o := range w.routes {
-		if o.Queue == r.Queue {
-			return fmt.Errorf("route %q: the queue already has a route", r.Queue)
+		for _, p := range parts {
+			if o.Queue == p.Queue {
+				return fmt.Errorf("route %q: the queue %q already has a route", r.Queue, p.Queue)
+			}
 		}
 	}
-	w.routes = append(w.routes, r)
+	w.routes = append(w.routes, parts...)
 	return nil
 }
 
