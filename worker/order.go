@@ -34,7 +34,8 @@ const maxPartitions = 1000
 // instead, and the key's next messages overtake the failing one. A dead
 // letter leaves the partition: the key's next messages go on without it.
 // A message whose handler says Unavailable is put back at the head of the
-// partition (not through a tier) and the route pauses. Changing
+// partition (not through a tier) and that partition's consumer pauses
+// (each partition pauses on its own). Changing
 // Partitions re-hashes keys over the new set: messages already in a
 // partition queue stay there (a removed partition must be drained by
 // hand), and for a key that moves, order between its old and new
