@@ -20,7 +20,9 @@ import (
 // partitions. Several keys' messages, numbered in publish order, are
 // handled one at a time per key and in order, also when one of them
 // fails twice: it is retried in place and the key's next message waits
-// for it. Different keys run side by side.
+// for it. Halfway through, the worker that holds the partitions stops:
+// single active consumer hands them to the other, and order holds across
+// the hand-over.
 func TestOrderedRoutePerKeyOrder(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -76,15 +78,29 @@ func TestOrderedRoutePerKeyOrder(t *testing.T) {
 	f := newFixture(t, cfg, route).start()
 	second := route
 	second.Queue, second.Exchange = f.queue+".q", f.queue+".x"
-	runWorker(t, cfg, second)
-	for seq := range perKey {
-		for k := range keys {
-			if err := f.w.Publish(context.Background(), f.queue+".x", fmt.Sprintf("key-%d", k),
-				broker.Message{Body: []byte(strconv.Itoa(seq))}); err != nil {
-				t.Fatal(err)
+	w2 := runWorker(t, cfg, second)
+	publish := func(w *worker.Worker, from, to int) {
+		for seq := from; seq < to; seq++ {
+			for k := range keys {
+				if err := w.Publish(context.Background(), f.queue+".x", fmt.Sprintf("key-%d", k),
+					broker.Message{Body: []byte(strconv.Itoa(seq))}); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 	}
+	publish(f.w, 0, perKey/2)
+	waitUntil(t, 60*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return done >= keys*2
+	})
+	// The first worker subscribed first, so it is every partition's
+	// active consumer; it drains and the second takes over.
+	if err := f.stop(); err != nil {
+		t.Fatal(err)
+	}
+	publish(w2, perKey/2, perKey)
 	waitUntil(t, 60*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
