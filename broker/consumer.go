@@ -53,6 +53,8 @@ type Consumer struct {
 
 	active atomic.Bool // a subscription is open
 
+	sub subscription // paused or not, and the prefetch to subscribe with
+
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	wg       sync.WaitGroup // settlers
@@ -88,6 +90,7 @@ func (c *Conn) Consume(cfg ConsumerConfig) (*Consumer, error) {
 		done:     make(chan struct{}),
 		sessions: map[*session]struct{}{},
 	}
+	cn.sub.prefetch, cn.sub.changed = cfg.Prefetch, make(chan struct{})
 	go cn.run()
 	return cn, nil
 }
@@ -150,7 +153,10 @@ func (cn *Consumer) run() {
 	bo := backoff{min: cn.conn.cfg.MinBackoff, max: cn.conn.cfg.MaxBackoff}
 	first := true
 	for !cn.stopped() {
-		s, deliveries, err := cn.open(ctx)
+		if !cn.waitResume() {
+			return
+		}
+		s, deliveries, prefetch, err := cn.open(ctx)
 		if err != nil {
 			if cn.stopped() || errors.Is(err, ErrClosed) {
 				return
@@ -168,7 +174,7 @@ func (cn *Consumer) run() {
 		}
 		first = false
 		cn.active.Store(true)
-		delivered := cn.pump(s, deliveries)
+		delivered, changed := cn.pump(s, deliveries, prefetch)
 		cn.active.Store(false)
 		if delivered {
 			bo.reset()
@@ -177,6 +183,10 @@ func (cn *Consumer) run() {
 			return
 		}
 		close(s.retire)
+		if changed {
+			cn.changed()
+			continue
+		}
 		if !s.serverCancelled() {
 			cn.log.Warn("consumer channel ended, reopening")
 			continue
@@ -191,15 +201,17 @@ func (cn *Consumer) run() {
 	}
 }
 
-// open starts a session: a channel with QoS and a subscription.
-func (cn *Consumer) open(ctx context.Context) (*session, <-chan amqp.Delivery, error) {
+// open starts a session: a channel with QoS and a subscription. It
+// returns the prefetch it subscribed with.
+func (cn *Consumer) open(ctx context.Context) (*session, <-chan amqp.Delivery, int, error) {
+	_, prefetch, _ := cn.sub.get()
 	ch, _, err := cn.conn.channel(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
-	if err := ch.Qos(cn.cfg.Prefetch, 0, false); err != nil {
+	if err := ch.Qos(prefetch, 0, false); err != nil {
 		_ = ch.Close()
-		return nil, nil, fmt.Errorf("setting prefetch on %q: %w", cn.cfg.Queue, err)
+		return nil, nil, 0, fmt.Errorf("setting prefetch on %q: %w", cn.cfg.Queue, err)
 	}
 	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
 	// The client library sends a server's basic.cancel here before it
@@ -214,7 +226,7 @@ func (cn *Consumer) open(ctx context.Context) (*session, <-chan amqp.Delivery, e
 				cn.log.Warn("declaring the topology again failed", zap.Error(derr))
 			}
 		}
-		return nil, nil, fmt.Errorf("consuming %q: %w", cn.cfg.Queue, err)
+		return nil, nil, 0, fmt.Errorf("consuming %q: %w", cn.cfg.Queue, err)
 	}
 	s := newSession(ch, ch, cn.log, cn.cfg.AckBatch)
 	s.cancels = cancels
@@ -229,30 +241,38 @@ func (cn *Consumer) open(ctx context.Context) (*session, <-chan amqp.Delivery, e
 		delete(cn.sessions, s)
 		cn.mu.Unlock()
 	}()
-	return s, deliveries, nil
+	return s, deliveries, prefetch, nil
 }
 
-// pump hands deliveries out until the subscription ends or Stop. It
-// reports whether anything was delivered.
-func (cn *Consumer) pump(s *session, deliveries <-chan amqp.Delivery) bool {
-	any := false
+// pump hands deliveries out until the subscription ends, Stop, or a
+// Pause or a new prefetch (changed). It reports whether anything was
+// delivered.
+func (cn *Consumer) pump(s *session, deliveries <-chan amqp.Delivery, prefetch int) (delivered, changed bool) {
 	for {
+		paused, want, wake := cn.sub.get()
+		if paused || want != prefetch {
+			cn.cancel(s, deliveries)
+			return delivered, true
+		}
 		select {
 		case <-cn.stop:
 			cn.cancel(s, deliveries)
-			return any
+			return delivered, false
+		case <-wake:
 		case d, ok := <-deliveries:
 			if !ok {
-				return any
+				return delivered, false
 			}
-			any = true
+			delivered = true
 			del := cn.wrap(s, &d)
 			select {
 			case cn.out <- del:
 			case <-cn.stop:
 				_ = del.Nack(true)
 				cn.cancel(s, deliveries)
-				return any
+				return delivered, false
+			case <-wake:
+				_ = del.Nack(true)
 			}
 		}
 	}

@@ -23,6 +23,11 @@ const (
 	Direct  = "direct"
 	Fanout  = "fanout"
 	Headers = "headers"
+	// ConsistentHash is the kind of the rabbitmq_consistent_hash_exchange
+	// plugin's exchange: it spreads messages over its bound queues by a
+	// hash of the routing key (or of the header named by the hash-header
+	// argument), weighted by the binding keys.
+	ConsistentHash = "x-consistent-hash"
 )
 
 // Exchange describes an exchange to declare.
@@ -94,7 +99,7 @@ func (t Topology) Validate() error {
 			return errors.New("topology: exchange with an empty name")
 		}
 		switch e.Kind {
-		case "", Topic, Direct, Fanout, Headers:
+		case "", Topic, Direct, Fanout, Headers, ConsistentHash:
 		default:
 			return fmt.Errorf("topology: exchange %q: unknown kind %q", e.Name, e.Kind)
 		}

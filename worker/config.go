@@ -14,6 +14,7 @@ import (
 
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/dedupe"
+	"github.com/warrenmq/warren/flow"
 	"github.com/warrenmq/warren/internal/redact"
 	"github.com/warrenmq/warren/internal/tlsconf"
 	"github.com/warrenmq/warren/retry"
@@ -34,6 +35,8 @@ const (
 	DefaultDedupeLease     = 3 * time.Second
 	DefaultQueueType       = broker.Quorum
 	DefaultDeliveryLimit   = 20
+	DefaultPauseMinBackoff = flow.DefaultMinBackoff
+	DefaultPauseMaxBackoff = flow.DefaultMaxBackoff
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "json"
 	DefaultConsumerTimeout = 30 * time.Minute
@@ -106,6 +109,17 @@ type Config struct {
 	// many deliveries without a result (crashes, requeues) the broker
 	// dead-letters the message. 0 means DefaultDeliveryLimit.
 	DeliveryLimit int `envconfig:"WARREN_DELIVERY_LIMIT" default:"20"`
+
+	// PauseAfter is how many consecutive handler failures (errors,
+	// panics, timeouts) pause a route, as if its handler had returned
+	// Unavailable. 0 means never: only Unavailable pauses.
+	PauseAfter int `envconfig:"WARREN_PAUSE_AFTER" default:"0"`
+	// PauseMinBackoff is how long a paused route waits before its first
+	// probe; the wait doubles after each failed probe, up to
+	// PauseMaxBackoff. 0 means DefaultPauseMinBackoff (1s) and
+	// DefaultPauseMaxBackoff (1m).
+	PauseMinBackoff time.Duration `envconfig:"WARREN_PAUSE_MIN_BACKOFF" default:"1s"`
+	PauseMaxBackoff time.Duration `envconfig:"WARREN_PAUSE_MAX_BACKOFF" default:"1m"`
 
 	// AMQPCAFile, AMQPCertFile and AMQPKeyFile configure TLS for amqps://
 	// URLs: extra trusted roots and a client certificate. "" means the
@@ -252,6 +266,12 @@ func (c Config) WithDefaults() Config {
 	if c.DeliveryLimit == 0 {
 		c.DeliveryLimit = DefaultDeliveryLimit
 	}
+	if c.PauseMinBackoff == 0 {
+		c.PauseMinBackoff = DefaultPauseMinBackoff
+	}
+	if c.PauseMaxBackoff == 0 {
+		c.PauseMaxBackoff = DefaultPauseMaxBackoff
+	}
 	if c.LogLevel == "" {
 		c.LogLevel = DefaultLogLevel
 	}
@@ -305,6 +325,9 @@ func (c Config) logFields() []zap.Field {
 		zap.Bool("dedupe_fail_open", c.DedupeFailOpen),
 		zap.String("queue_type", string(c.QueueType)),
 		zap.Int("delivery_limit", c.DeliveryLimit),
+		zap.Int("pause_after", c.PauseAfter),
+		zap.Duration("pause_min_backoff", c.PauseMinBackoff),
+		zap.Duration("pause_max_backoff", c.PauseMaxBackoff),
 		zap.Bool("amqp_client_cert", c.AMQPCertFile != ""),
 		zap.Bool("redis_client_cert", c.RedisCertFile != ""),
 		zap.Duration("consumer_timeout", c.ConsumerTimeout),

@@ -10,6 +10,7 @@ import (
 
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/dedupe"
+	"github.com/warrenmq/warren/flow"
 )
 
 // runtime is what Run connects: a connection for consuming, one for
@@ -22,6 +23,7 @@ type runtime struct {
 	store   dedupe.BatchStore
 	tx      dedupe.TxStore // the store's transactional done mark; nil if none
 	redis   redis.UniversalClient
+	limiter *flow.Limiter // nil unless a route has limits
 }
 
 func (w *Worker) connect(ctx context.Context, routes []Route) (*runtime, error) {
@@ -51,7 +53,10 @@ func (w *Worker) connectInto(ctx context.Context, rt *runtime, routes []Route) (
 		w.log.Info("declared", zap.String("queue", r.Queue), zap.String("queue_type", string(r.QueueType)),
 			zap.Durations("retry_delays", r.Retry.Delays))
 	}
-	return w.openStore(rt, routes)
+	if err := w.openStore(rt, routes); err != nil {
+		return err
+	}
+	return w.openLimiter(rt, routes)
 }
 
 func (w *Worker) openStore(rt *runtime, routes []Route) error {

@@ -33,6 +33,8 @@ const (
 	KindDedupe      = "dedupe_error"      // the dedupe store refused the claim
 	KindStoreDown   = "store_unavailable" // retried without an attempt: the store is down
 	KindInProgress  = "in_progress"       // retried without an attempt: claimed elsewhere
+	KindUnavailable = "unavailable"       // retried without an attempt: the handler's dependency is down; the route pauses
+	KindLimited     = "limited"           // retried without an attempt: the message's key is over its Route.Limits
 )
 
 // PermanentError marks a failure that no retry can fix.
@@ -66,6 +68,19 @@ func (e *DiscardError) Unwrap() error { return e.Err }
 
 // Discard acks the message and logs err; nothing is kept.
 func Discard(err error) error { return &DiscardError{Err: err} }
+
+// UnavailableError says the handler's dependency is down: the message
+// goes back without spending an attempt and the route pauses (see
+// Route.Pause).
+type UnavailableError struct{ Err error }
+
+func (e *UnavailableError) Error() string { return "dependency unavailable: " + errText(e.Err) }
+func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// Unavailable says the handler's dependency is down: the message goes
+// round the first delay tier without spending an attempt, and the route
+// stops taking messages until a probe finds the dependency back.
+func Unavailable(err error) error { return &UnavailableError{Err: err} }
 
 // PanicError is a recovered handler panic; it is retried like any error.
 type PanicError struct {
@@ -107,8 +122,11 @@ func kindOf(err error) string {
 		de *DecodeError
 		pm *PermanentError
 		te *timeoutError
+		ue *UnavailableError
 	)
 	switch {
+	case errors.As(err, &ue):
+		return KindUnavailable
 	case errors.As(err, &pe):
 		return KindPanic
 	case errors.As(err, &de):

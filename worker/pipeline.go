@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/flow"
 )
 
 // source is a route's consumer, the seam to the broker's deliveries.
@@ -37,6 +38,9 @@ type pipeline struct {
 	exec    *executor
 	settler *settler
 	fin     *finisher // nil unless dedupe is on
+	gate    *gate     // the outage breaker (pause.go)
+	limits  *limits   // per-key limits (limit.go); nil without
+	ordered bool      // retries in place (order.go)
 
 	wg         sync.WaitGroup // handlers and intake
 	finWG      sync.WaitGroup
@@ -62,6 +66,8 @@ type pipelineConfig struct {
 	log      *zap.Logger
 	metrics  *queueMetrics
 	tracer   *processTracer // nil when tracing is off
+	pause    *flowMetrics   // nil: not exported
+	limiter  *flow.Limiter  // nil unless the route has limits
 }
 
 func newPipeline(c pipelineConfig) *pipeline {
@@ -77,6 +83,9 @@ func newPipeline(c pipelineConfig) *pipeline {
 		claims: c.claims, ttl: c.ttl, failOpen: c.failOpen, health: c.health}
 	p.settler = &settler{queue: r.Queue, copier: copier{queue: r.Queue, handler: r.Name, host: c.host},
 		copies: c.copies, claims: c.claims, log: c.log}
+	p.gate = newGate(r, c.src, c.log, c.pause)
+	p.limits = newLimits(r, c.limiter, c.log, c.pause)
+	p.ordered = r.Order.Partitions > 0 && !r.Order.Overtake
 	if c.claims != nil {
 		p.fin = newFinisher(&finisher{store: c.claims.store, claims: c.claims, ttl: c.ttl, log: c.log, health: c.health, complete: p.complete}, r.Prefetch)
 	}
@@ -85,6 +94,7 @@ func newPipeline(c pipelineConfig) *pipeline {
 
 // start starts the goroutines; hctx is the handlers' context.
 func (p *pipeline) start(hctx context.Context) {
+	p.gate.start(hctx)
 	if p.fin != nil {
 		p.finWG.Add(1)
 		go func() { defer p.finWG.Done(); p.fin.run(hctx) }()
@@ -150,9 +160,32 @@ func (p *pipeline) run(hctx context.Context, j *job) {
 		p.metrics.inFlight.Dec()
 		return
 	}
+	trial, ok := p.gate.admit(hctx)
+	if !ok {
+		// The route is paused: the job goes back unstarted.
+		rctx, cancel := releaseContext(hctx)
+		p.giveBack(rctx, []*job{j})
+		cancel()
+		return
+	}
 	p.metrics.waited(j)
 	ctx := p.tracer.start(hctx, j)
+	release, lres, ok := p.limits.take(ctx, j)
+	if !ok {
+		// Over its key's limit: round a tier, no attempt spent.
+		p.gate.report(trial, lres)
+		rctx, cancel := releaseContext(hctx)
+		p.intake.claims.releaseUnstarted(rctx, j)
+		cancel()
+		p.complete(ctx, j, lres)
+		return
+	}
 	res := p.exec.execute(ctx, j)
+	if p.ordered {
+		res = p.inPlace(ctx, j, res)
+	}
+	release()
+	p.gate.report(trial, res)
 	if j.markDone {
 		// Success under a claim: the finisher stores the done mark,
 		// batched with others, and only then acks.
@@ -203,6 +236,7 @@ func (p *pipeline) close() {
 	p.stop()
 	p.wait()
 	p.finWG.Wait()
+	p.gate.stop()
 	if p.stopKeeper != nil {
 		p.stopKeeper()
 		p.keeperWG.Wait()

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -49,6 +50,37 @@ type Route struct {
 	DedupeKey func(*Delivery) string
 	// Middleware wraps Handler for this route, after the worker's.
 	Middleware []Middleware
+	// Pause says when the route stops taking messages because a
+	// dependency is down, and how it finds out that it is back.
+	Pause Pause
+	// Limits bound the route's handlers per key across the fleet. The
+	// zero value bounds nothing.
+	Limits Limits
+	// Order makes the route ordered per key (see Order). The zero value
+	// leaves it unordered.
+	Order Order
+}
+
+// Pause configures a route's pause on a downstream outage. A handler
+// returning Unavailable(err) always pauses its route; After makes a run of
+// ordinary failures do the same. A paused route cancels its subscription
+// (its messages stay in the queue; those it held and had not started go
+// back, no attempt spent), waits MinBackoff, then probes: with Probe
+// set, it calls it, and resumes when it returns nil; without, it
+// subscribes with a prefetch of one and runs one trial message, and
+// resumes when its handler succeeds. A failed probe doubles the wait, up
+// to MaxBackoff.
+type Pause struct {
+	// After is how many consecutive handler failures (errors, panics,
+	// timeouts; not permanent errors) pause the route. 0 means the
+	// worker's PauseAfter; a negative value means never.
+	After int
+	// MinBackoff is the wait before the first probe. 0 means the worker's.
+	MinBackoff time.Duration
+	// MaxBackoff bounds the wait between probes. 0 means the worker's.
+	MaxBackoff time.Duration
+	// Probe checks the dependency; nil means a trial message.
+	Probe func(context.Context) error
 }
 
 // resolve fills the route's zero fields from the worker config.
@@ -93,6 +125,15 @@ func (r Route) resolve(c Config) (Route, error) {
 	if r.Dedupe == "" {
 		r.Dedupe = c.Dedupe
 	}
+	if r.Pause.After == 0 {
+		r.Pause.After = c.PauseAfter
+	}
+	if r.Pause.MinBackoff == 0 {
+		r.Pause.MinBackoff = c.PauseMinBackoff
+	}
+	if r.Pause.MaxBackoff == 0 {
+		r.Pause.MaxBackoff = c.PauseMaxBackoff
+	}
 	return r, r.validate()
 }
 
@@ -106,8 +147,16 @@ func (r Route) validate() error {
 		return fmt.Errorf("route %q: timeout must be positive, got %s", r.Queue, r.Timeout)
 	case r.Dedupe != DedupeOn && r.Dedupe != DedupeOff:
 		return fmt.Errorf("route %q: dedupe must be on or off, got %q", r.Queue, r.Dedupe)
+	case r.Pause.MinBackoff < 0 || r.Pause.MaxBackoff < r.Pause.MinBackoff:
+		return fmt.Errorf("route %q: pause backoff must be positive with min <= max, got %s..%s", r.Queue, r.Pause.MinBackoff, r.Pause.MaxBackoff)
 	}
 	if err := r.Retry.Validate(); err != nil {
+		return fmt.Errorf("route %q: %w", r.Queue, err)
+	}
+	if err := r.Limits.validate(); err != nil {
+		return fmt.Errorf("route %q: %w", r.Queue, err)
+	}
+	if err := r.Order.validate(r); err != nil {
 		return fmt.Errorf("route %q: %w", r.Queue, err)
 	}
 	return nil
@@ -126,6 +175,7 @@ func (r Route) topology(deliveryLimit int) broker.Topology {
 		main["x-delivery-limit"] = int64(deliveryLimit)
 		atLeastOnce(main)
 	}
+	exchangeArgs := r.orderArgs(main)
 	t := broker.Topology{Queues: []broker.Queue{{Name: r.Queue, Type: r.QueueType, Args: main}}}
 	for _, d := range r.Retry.Delays {
 		args := map[string]any{
@@ -148,7 +198,7 @@ func (r Route) topology(deliveryLimit int) broker.Topology {
 	}
 	t.Queues = append(t.Queues, dlq)
 	if r.Exchange != "" {
-		t.Exchanges = []broker.Exchange{{Name: r.Exchange, Kind: r.ExchangeKind}}
+		t.Exchanges = []broker.Exchange{{Name: r.Exchange, Kind: r.ExchangeKind, Args: exchangeArgs}}
 		for _, k := range r.BindingKeys {
 			t.Bindings = append(t.Bindings, broker.Binding{Exchange: r.Exchange, Queue: r.Queue, RoutingKey: k})
 		}

@@ -37,6 +37,15 @@ func (c Config) Validate() error {
 			return checkOneOf("QueueType", string(c.QueueType), string(broker.Classic), string(broker.Quorum))
 		},
 		func() error { return checkRange("DeliveryLimit", c.DeliveryLimit, 1, 1_000_000) },
+		func() error { return checkRange("PauseAfter", c.PauseAfter, 0, 1_000_000) },
+		func() error { return checkPositive("PauseMinBackoff", c.PauseMinBackoff) },
+		func() error { return checkPositive("PauseMaxBackoff", c.PauseMaxBackoff) },
+		func() error {
+			if c.PauseMaxBackoff < c.PauseMinBackoff {
+				return fieldErrorf("PauseMaxBackoff", "must not be below WARREN_PAUSE_MIN_BACKOFF (%s), got %s", c.PauseMinBackoff, c.PauseMaxBackoff)
+			}
+			return nil
+		},
 		func() error { return checkPositive("ConsumerTimeout", c.ConsumerTimeout) },
 		func() error {
 			if c.LagInterval < MinLagInterval {

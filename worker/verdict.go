@@ -43,6 +43,8 @@ func decide(err error, attempt int, p retry.Policy) Decision {
 	switch {
 	case errors.As(err, &dis):
 		return Decision{Outcome: OutcomeDiscard}
+	case kind == KindUnavailable:
+		return Decision{Outcome: OutcomeRetry, Delay: p.Delays[0], Kind: kind}
 	case kind == KindPermanent || kind == KindDecode:
 		return Decision{Outcome: OutcomeDeadLetter, Kind: kind, Reason: kind}
 	case errors.As(err, &ra):
@@ -70,7 +72,8 @@ type result struct {
 
 // verdictOf is the result of a handler that returned err.
 func verdictOf(err error, attempt int, p retry.Policy) result {
-	return result{Decision: decide(err, attempt, p), err: err, spend: err != nil}
+	d := decide(err, attempt, p)
+	return result{Decision: d, err: err, spend: err != nil && d.Kind != KindUnavailable}
 }
 
 // unspent sends a message round the delay tier without counting an

@@ -37,6 +37,7 @@ type Worker struct {
 	started chan struct{}
 	health  health
 	metrics *metrics
+	flows   *flowMetrics
 	reg     *prometheus.Registry
 	host    string // written on dead letters
 
@@ -60,6 +61,10 @@ func New(cfg Config) (*Worker, error) {
 		w.reg = prometheus.NewRegistry()
 	}
 	if err := w.metrics.register(w.reg); err != nil {
+		return nil, fmt.Errorf("registering metrics: %w", err)
+	}
+	w.flows = newFlowMetrics()
+	if err := w.flows.register(w.reg); err != nil {
 		return nil, fmt.Errorf("registering metrics: %w", err)
 	}
 	if w.log == nil {
@@ -100,12 +105,15 @@ func (w *Worker) Handle(r Route) error {
 	if w.running {
 		return fmt.Errorf("route %q: add routes before Run", r.Queue)
 	}
+	parts := r.partitions()
 	for _, o := range w.routes {
-		if o.Queue == r.Queue {
-			return fmt.Errorf("route %q: the queue already has a route", r.Queue)
+		for _, p := range parts {
+			if o.Queue == p.Queue {
+				return fmt.Errorf("route %q: the queue %q already has a route", r.Queue, p.Queue)
+			}
 		}
 	}
-	w.routes = append(w.routes, r)
+	w.routes = append(w.routes, parts...)
 	return nil
 }
 
@@ -216,8 +224,11 @@ func (w *Worker) pipelineConfig(rt *runtime, r Route, src source, h Handler) pip
 		copies: brokerCopies{pub: rt.pub, conn: rt.consume},
 		ttl:    w.cfg.DedupeTTL, prefix: w.cfg.DedupePrefix, host: w.host,
 		failOpen: w.cfg.DedupeFailOpen, health: &w.health,
-		log: log, metrics: w.metrics.forQueue(r.Queue),
+		log: log, metrics: w.metrics.forQueue(r.Queue), pause: w.flows,
 		tracer: newProcessTracer(w.cfg.TracerProvider, r.Queue),
+	}
+	if !r.Limits.zero() {
+		c.limiter = rt.limiter
 	}
 	if r.Dedupe == DedupeOn {
 		c.claims = &claims{store: rt.store, tx: rt.tx, lease: w.cfg.DedupeLease, log: log,

@@ -1,0 +1,129 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/warrenmq/warren/broker"
+)
+
+// maxPartitions bounds Order.Partitions.
+const maxPartitions = 1000
+
+// Order makes a route ordered: messages with the same ordering key are
+// handled one at a time, in publish order, across every worker of the
+// route, while different keys run in parallel.
+//
+// The route's Exchange (required) is declared as a consistent-hash
+// exchange (the rabbitmq_consistent_hash_exchange plugin must be enabled
+// on the broker) that splits the messages over Partitions queues named
+// Q.p0 ... Q.p<N-1>, by a hash of the routing key or of HashHeader. Each
+// partition is a queue with single active consumer: one worker at a time
+// consumes it, one message at a time, and another takes over when that
+// worker dies. Each partition has its own retry tiers and dead-letter
+// queue (Q.p0.dlq, ...). Keys that hash to the same partition wait for
+// each other: more partitions, more parallelism.
+//
+// A failing message holds its partition: it is retried in place, after
+// its tier's delay, while the messages behind it wait (the cost: the
+// partition stalls for the delays; the attempt count is kept in memory,
+// so a worker that dies mid-way leaves the message to start again at its
+// header's attempt). With Overtake, retries go through the delay tiers
+// instead, and the key's next messages overtake the failing one. A dead
+// letter leaves the partition: the key's next messages go on without it.
+// A message whose handler says Unavailable is put back at the head of the
+// partition (not through a tier) and that partition's consumer pauses
+// (each partition pauses on its own). Changing
+// Partitions re-hashes keys over the new set: messages already in a
+// partition queue stay there (a removed partition must be drained by
+// hand), and for a key that moves, order between its old and new
+// partitions holds only once the old one is empty; change it while
+// publishers are stopped and the partitions drained.
+type Order struct {
+	// Partitions is how many partition queues the route is split over. 0
+	// means the route is not ordered.
+	Partitions int
+	// HashHeader names the header whose value is the ordering key. ""
+	// means the routing key. (A body field must be copied to a header by
+	// the publisher: the broker routes on headers, not bodies.)
+	HashHeader string
+	// Overtake sends retries through the delay tiers, so the key's next
+	// messages overtake a failing one. false means retries in place.
+	Overtake bool
+}
+
+func (o Order) validate(r Route) error {
+	switch {
+	case o.Partitions == 0:
+		return nil
+	case o.Partitions < 0 || o.Partitions > maxPartitions:
+		return fmt.Errorf("order: partitions must be between 1 and %d, got %d", maxPartitions, o.Partitions)
+	case r.Exchange == "":
+		return errors.New("order: an ordered route needs an Exchange, declared as a consistent-hash exchange")
+	case !r.Limits.zero():
+		return errors.New("order: per-key limits would send messages round the tiers, out of order; use one or the other")
+	}
+	return nil
+}
+
+// PartitionQueue is the name of partition i of ordered queue q.
+func PartitionQueue(q string, i int) string { return fmt.Sprintf("%s.p%d", q, i) }
+
+// partitions expands ordered route r into one route per partition.
+func (r Route) partitions() []Route {
+	if r.Order.Partitions == 0 {
+		return []Route{r}
+	}
+	out := make([]Route, 0, r.Order.Partitions)
+	for i := range r.Order.Partitions {
+		p := r
+		p.Queue = PartitionQueue(r.Queue, i)
+		p.Concurrency = 1
+		p.Prefetch = min(r.Prefetch, 2)
+		p.ExchangeKind = broker.ConsistentHash
+		p.BindingKeys = []string{"1"} // equal weights
+		out = append(out, p)
+	}
+	return out
+}
+
+// orderArgs adds what an ordered route's partition queue and exchange
+// need to their declarations.
+func (r Route) orderArgs(queueArgs map[string]any) map[string]any {
+	if r.Order.Partitions == 0 {
+		return nil
+	}
+	queueArgs["x-single-active-consumer"] = true
+	if r.Order.HashHeader != "" {
+		return map[string]any{"hash-header": r.Order.HashHeader}
+	}
+	return nil
+}
+
+// inPlace retries res's message in place while it is a retry that spends
+// an attempt: it waits the tier's delay, holding the partition, and runs
+// the handler again. A message whose handler said Unavailable goes back
+// to the head of its queue. When the drain begins during a wait, the
+// message goes back to the head of its queue too.
+func (p *pipeline) inPlace(hctx context.Context, j *job, res result) result {
+	for res.Outcome == OutcomeRetry && res.spend {
+		t := time.NewTimer(res.Delay)
+		select {
+		case <-t.C:
+		case <-p.stopping:
+			t.Stop()
+			return requeue(res.Kind, res.err)
+		case <-hctx.Done():
+			t.Stop()
+			return requeue(res.Kind, res.err)
+		}
+		j.d.Attempt++
+		res = p.exec.execute(hctx, j)
+	}
+	if res.Kind == KindUnavailable {
+		return requeue(res.Kind, res.err)
+	}
+	return res
+}
