@@ -91,7 +91,7 @@ type inProgressRound struct {
 	Time      time.Time     `json:"time"`
 	MessageID string        `json:"message_id"`
 	ErrorKind string        `json:"error_kind"`
-	Delay     time.Duration `json:"delay"`
+	Delay     time.Duration `json:"-"`
 }
 
 // inProgressRounds reads them from a JSON log of warren run.
@@ -102,12 +102,12 @@ func inProgressRounds(stderr string) []inProgressRound {
 	for sc.Scan() {
 		var l struct {
 			inProgressRound
-			Delay string `json:"delay"`
+			DelayMS float64 `json:"delay"` // zap's MillisDurationEncoder
 		}
 		if json.Unmarshal(sc.Bytes(), &l) != nil || l.ErrorKind != "in_progress" {
 			continue
 		}
-		l.inProgressRound.Delay, _ = time.ParseDuration(l.Delay)
+		l.inProgressRound.Delay = time.Duration(l.DelayMS * float64(time.Millisecond))
 		out = append(out, l.inProgressRound)
 	}
 	return out
