@@ -51,8 +51,9 @@ type proc struct {
 	err     error         // the exit status, once done is closed
 
 	mu        sync.Mutex
-	how       string // how the test ended it: "", "sigkill", "sigterm"
-	escalated bool   // a SIGTERM that did not end it in time, followed by SIGKILL
+	how       string    // how the test ended it: "", "sigkill", "sigterm"
+	killedAt  time.Time // when it was sent SIGKILL, if it was
+	escalated bool      // a SIGTERM that did not end it in time, followed by SIGKILL
 }
 
 func (p *proc) exited() bool {
@@ -76,6 +77,13 @@ func (p *proc) stopInfo() (how string, escalated bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.how, p.escalated
+}
+
+// killTime returns when p was sent SIGKILL (zero if never).
+func (p *proc) killTime() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.killedAt
 }
 
 // crashed reports whether the process died by SIGKILL (ours), which may
@@ -222,6 +230,9 @@ func head(path string, n int, sub []byte) bool {
 // kill ends p as a crash would.
 func kill(p *proc) {
 	p.setHow("sigkill")
+	p.mu.Lock()
+	p.killedAt = time.Now()
+	p.mu.Unlock()
 	_ = p.cmd.Process.Kill()
 	<-p.done
 }

@@ -976,10 +976,22 @@ func (r *report) figures(ps *pubStats, pub *broker.Publisher, pconn *broker.Conn
 	if len(samples) > 0 {
 		lines = append(lines, f("publish_error_samples=%q", samples))
 	}
+	lines = append(lines, handOverFigures(handOvers(procs, r.logs), workerDuration("WARREN_DEDUPE_LEASE"), retryDelays[0])...)
 	for _, d := range first(r.dupExplained, 10) {
 		lines = append(lines, f("explained_duplicate %s", d))
 	}
 	return lines
+}
+
+// workerDuration is the duration workerEnv sets for key, or 0.
+func workerDuration(key string) time.Duration {
+	for _, kv := range workerEnv {
+		if v, ok := strings.CutPrefix(kv, key+"="); ok {
+			d, _ := time.ParseDuration(v)
+			return d
+		}
+	}
+	return 0
 }
 
 func bodyID(body []byte, fallback string) string {
