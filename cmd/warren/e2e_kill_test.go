@@ -29,6 +29,10 @@ const (
 	// (3s) and first tier (1s), a message in flight on a SIGKILLed worker
 	// runs again elsewhere within 5s of the kill.
 	handOverTarget = 5 * time.Second
+	// startSlack is the time allowed, beyond handOverTarget, for starting
+	// a handler's processes (the race-built exec guard, a shell): up to 2s
+	// were measured under the load of the whole package's tests.
+	startSlack = 3 * time.Second
 )
 
 // workerLog is a file the kill test's handler appends to, one line per
@@ -85,30 +89,38 @@ printf 'effect %%s %%s %%s %%s\n' "$KILL_TEST_WORKER" "$WARREN_MSG_MESSAGE_ID" "
 	return script, workerLog{log}
 }
 
-// inProgressRound is a "message retry" log line of a copy that found its
-// message claimed elsewhere.
-type inProgressRound struct {
-	Time      time.Time     `json:"time"`
-	MessageID string        `json:"message_id"`
-	ErrorKind string        `json:"error_kind"`
-	Delay     time.Duration `json:"-"`
+// outcomeLine is a message's outcome as a JSON log of warren run has it.
+type outcomeLine struct {
+	at        time.Time
+	msg       string // "message ack", "message retry", ...
+	messageID string
+	errorKind string
+	delay     time.Duration // of a retry
+	took      time.Duration // from the delivery to the outcome
 }
 
-// inProgressRounds reads them from a JSON log of warren run.
-func inProgressRounds(stderr string) []inProgressRound {
-	var out []inProgressRound
+// outcomeLines reads them from a JSON log of warren run; zap writes
+// durations in milliseconds.
+func outcomeLines(stderr string) []outcomeLine {
+	var out []outcomeLine
 	sc := bufio.NewScanner(strings.NewReader(stderr))
 	sc.Buffer(make([]byte, 64*1024), 1<<20)
 	for sc.Scan() {
 		var l struct {
-			inProgressRound
-			DelayMS float64 `json:"delay"` // zap's MillisDurationEncoder
+			Time      time.Time `json:"time"`
+			Msg       string    `json:"msg"`
+			MessageID string    `json:"message_id"`
+			Outcome   string    `json:"outcome"`
+			ErrorKind string    `json:"error_kind"`
+			Delay     float64   `json:"delay"`
+			Duration  float64   `json:"duration"`
 		}
-		if json.Unmarshal(sc.Bytes(), &l) != nil || l.ErrorKind != "in_progress" {
+		if json.Unmarshal(sc.Bytes(), &l) != nil || l.Outcome == "" {
 			continue
 		}
-		l.inProgressRound.Delay = time.Duration(l.DelayMS * float64(time.Millisecond))
-		out = append(out, l.inProgressRound)
+		ms := func(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
+		out = append(out, outcomeLine{at: l.Time, msg: l.Msg, messageID: l.MessageID, errorKind: l.ErrorKind,
+			delay: ms(l.Delay), took: ms(l.Duration)})
 	}
 	return out
 }
@@ -200,27 +212,49 @@ func TestE2EKilledWorkerHandsOver(t *testing.T) {
 		}
 		return len(find(evs, "effect", "", "")) >= all-len(completed)
 	})
-	var worst time.Duration
+	// Two times per message: until warren on B received the copy that
+	// it ran (its ack's time less its duration, which counts from the
+	// delivery), and until the script's first line on B. The first is
+	// warren's hand-over: the redelivery, the in-progress rounds through
+	// the first tier while A's lease runs out, the claim. The second adds
+	// starting the handler's processes (the exec guard, a shell, date),
+	// which under the load of a full test run took up to 2s.
+	var worstWarren, worstStart time.Duration
+	outcomes := outcomeLines(b.stderr.String())
 	for _, id := range handed {
 		again := find(evs, "start", "B", id)[0]
 		took := again.at.Sub(killedAt)
-		worst = max(worst, took)
+		worstStart = max(worstStart, took)
 		var rounds []string
-		for _, r := range inProgressRounds(b.stderr.String()) {
-			if r.MessageID == id {
-				rounds = append(rounds, fmt.Sprintf("+%s(delay %s)", r.Time.Sub(killedAt).Round(time.Millisecond), r.Delay))
+		received := time.Duration(-1)
+		for _, o := range outcomes {
+			switch {
+			case o.messageID != id:
+			case o.errorKind == "in_progress":
+				rounds = append(rounds, fmt.Sprintf("+%s(delay %s)", o.at.Sub(killedAt).Round(time.Millisecond), o.delay))
+			case o.msg == "message ack":
+				received = o.at.Add(-o.took).Sub(killedAt)
 			}
 		}
-		t.Logf("%s: in flight on A at the kill, started on B (attempt %d) %s after it; in-progress rounds on B: %s",
-			id, again.attempt, took.Round(time.Millisecond), strings.Join(rounds, " "))
+		if received < 0 {
+			t.Fatalf("%s: worker B logged no ack for it", id)
+		}
+		worstWarren = max(worstWarren, received)
+		t.Logf("%s: in flight on A at the kill; on B: in-progress rounds %s, the copy that ran received +%s, the script started +%s (attempt %d)",
+			id, strings.Join(rounds, " "), received.Round(time.Millisecond), took.Round(time.Millisecond), again.attempt)
 		if again.attempt != 1 {
 			t.Errorf("%s ran again as attempt %d, want 1: a kill or an in-progress round spent an attempt", id, again.attempt)
 		}
 	}
-	t.Logf("handed over %d messages; the slowest started on B %s after the kill (target %s)", len(handed), worst.Round(time.Millisecond), handOverTarget)
-	if worst > handOverTarget {
-		t.Errorf("a message in flight on the killed worker started again %s after the kill, want within %s (default lease 3s, first tier 1s)",
-			worst.Round(time.Millisecond), handOverTarget)
+	t.Logf("handed over %d messages; the slowest was received by B for its run %s after the kill (target %s), its script started %s after it",
+		len(handed), worstWarren.Round(time.Millisecond), handOverTarget, worstStart.Round(time.Millisecond))
+	if worstWarren > handOverTarget {
+		t.Errorf("a message in flight on the killed worker reached the other worker for its run %s after the kill, want within %s (default lease 3s, first tier 1s)",
+			worstWarren.Round(time.Millisecond), handOverTarget)
+	}
+	if worstStart > handOverTarget+startSlack {
+		t.Errorf("a message in flight on the killed worker started again %s after the kill, want within %s (%s and %s to start the handler's processes)",
+			worstStart.Round(time.Millisecond), handOverTarget+startSlack, handOverTarget, startSlack)
 	}
 
 	// Nothing more runs: redelivered copies of finished messages are
