@@ -21,10 +21,12 @@ import (
 
 // Timings of TestE2EKilledWorkerHandsOver.
 const (
-	// killedWork is how long a handler of the test works before its
-	// effect: long enough that the kill finds the killed worker's
-	// handlers running, whatever the machine's load.
-	killedWork = 6 * time.Second
+	// killedWork is how long a handler on the worker that is killed
+	// works before its effect: far longer than the test takes to kill it,
+	// whatever the machine's load.
+	killedWork = 60 * time.Second
+	// survivorWork is how long a handler on the other worker works.
+	survivorWork = 3 * time.Second
 	// handOverTarget is the promise of the issue: with the default lease
 	// (3s) and first tier (1s), a message in flight on a SIGKILLed worker
 	// runs again elsewhere within 5s of the kill.
@@ -76,16 +78,16 @@ func find(evs []event, what, worker, id string) []event {
 }
 
 // killScript is the handler of the kill test: it logs "start", works
-// for killedWork in a child process (sleep), logs "effect" and exits 0.
-// KILL_TEST_WORKER names the worker that runs it.
+// for KILL_TEST_WORK seconds in a child process (sleep), logs "effect"
+// and exits 0. KILL_TEST_WORKER names the worker that runs it.
 func killScript(t *testing.T) (string, workerLog) {
 	t.Helper()
 	log := lineLog(filepath.Join(t.TempDir(), "handled.log"))
 	script := writeScript(t, fmt.Sprintf(`body=$(cat)
 printf 'start %%s %%s %%s %%s\n' "$KILL_TEST_WORKER" "$WARREN_MSG_MESSAGE_ID" "$WARREN_MSG_ATTEMPT" "$(date +%%s%%N)" >> '%[1]s'
-sleep %[2]d
+sleep "$KILL_TEST_WORK"
 printf 'effect %%s %%s %%s %%s\n' "$KILL_TEST_WORKER" "$WARREN_MSG_MESSAGE_ID" "$WARREN_MSG_ATTEMPT" "$(date +%%s%%N)" >> '%[1]s'
-`, log, int(killedWork/time.Second)))
+`, log))
 	return script, workerLog{log}
 }
 
@@ -159,7 +161,7 @@ func TestE2EKilledWorkerHandsOver(t *testing.T) {
 
 	// Worker A takes exactly what it runs (prefetch = concurrency), so
 	// that once it runs inFlight handlers the next messages go to B.
-	a := startRun(t, base.with(markEnv, markA, "KILL_TEST_WORKER", "A", "WARREN_PREFETCH", strconv.Itoa(inFlight)),
+	a := startRun(t, base.with(markEnv, markA, "KILL_TEST_WORKER", "A", "KILL_TEST_WORK", seconds(killedWork), "WARREN_PREFETCH", strconv.Itoa(inFlight)),
 		"-queue", q, "-exec", script, "-concurrency", strconv.Itoa(inFlight))
 	for i := range inFlight {
 		publish(t, base, q, fmt.Sprintf("a-%d", i), "work")
@@ -168,7 +170,7 @@ func TestE2EKilledWorkerHandsOver(t *testing.T) {
 		return len(find(log.events(t), "start", "A", "")) == inFlight
 	})
 	// Worker B has room for its own messages and for A's.
-	b := startRun(t, base.with(markEnv, markB, "KILL_TEST_WORKER", "B", "WARREN_PREFETCH", "8"),
+	b := startRun(t, base.with(markEnv, markB, "KILL_TEST_WORKER", "B", "KILL_TEST_WORK", seconds(survivorWork), "WARREN_PREFETCH", "8"),
 		"-queue", q, "-exec", script, "-concurrency", "8")
 	for i := range others {
 		publish(t, base, q, fmt.Sprintf("b-%d", i), "work")
@@ -197,13 +199,13 @@ func TestE2EKilledWorkerHandsOver(t *testing.T) {
 	}
 	sort.Strings(handed)
 	if len(handed) == 0 {
-		t.Fatalf("no handler was in flight on worker A at the kill (handlers work %s); log:\n%s", killedWork, strings.Join(log.lines(), "\n"))
+		t.Fatalf("no handler was in flight on worker A at the kill (its handlers work %s); log:\n%s", killedWork, strings.Join(log.lines(), "\n"))
 	}
 
 	// Each of them runs again on B. The wait is generous; the 5s promise
 	// is checked on the measured times below.
 	all := inFlight + others
-	waitFor(t, settleWait+killedWork, "every message's effect", func() bool {
+	waitFor(t, settleWait+survivorWork, "every message's effect", func() bool {
 		evs = log.events(t)
 		for _, id := range handed {
 			if len(find(evs, "effect", "B", id)) == 0 {
@@ -289,3 +291,6 @@ func TestE2EKilledWorkerHandsOver(t *testing.T) {
 	b.stop()
 	waitNoneLeft(t, markB, b, "the survivor's handler processes to end")
 }
+
+// seconds formats d for sleep(1).
+func seconds(d time.Duration) string { return strconv.Itoa(int(d / time.Second)) }
