@@ -115,8 +115,8 @@ func handOverFigures(hs []handOver, lease time.Duration, tier time.Duration) []s
 		lines = append(lines, f("  sigkill %s: in_flight=%d completed_elsewhere=%d settled_by_itself=%d all_completed_after=%s",
 			h.proc, h.inFlight, len(h.took), h.self, h.all().Round(time.Millisecond)))
 	}
-	head := f("sigkill_hand_over (kill to completion elsewhere; lease %s, first tier %s): kills=%d in_flight=%d completed_elsewhere=%d settled_by_itself=%d per_kill p50=%s max=%s per_message p50=%s max=%s",
-		lease, tier, len(hs), inFlight, len(perMsg), self,
+	head := f("sigkill_hand_over (kill to completion elsewhere; lease %s, first tier %s): kills=%d (with messages completed elsewhere %d) in_flight=%d completed_elsewhere=%d settled_by_itself=%d per_kill p50=%s max=%s per_message p50=%s max=%s",
+		lease, tier, len(hs), len(perKill), inFlight, len(perMsg), self,
 		quantile(perKill, 0.5), quantile(perKill, 1), quantile(perMsg, 0.5), quantile(perMsg, 1))
 	return append([]string{head}, lines...)
 }
