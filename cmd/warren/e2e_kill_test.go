@@ -205,10 +205,14 @@ func TestE2EKilledWorkerHandsOver(t *testing.T) {
 	// Each of them runs again on B. The wait is generous; the 5s promise
 	// is checked on the measured times below.
 	all := inFlight + others
-	waitFor(t, settleWait+survivorWork, "every message's effect", func() bool {
+	waitFor(t, settleWait+survivorWork, "every message's effect, and B's acks of A's messages", func() bool {
 		evs = log.events(t)
+		acked := map[string]bool{}
+		for _, o := range outcomeLines(b.stderr.String()) {
+			acked[o.messageID] = acked[o.messageID] || o.msg == "message ack"
+		}
 		for _, id := range handed {
-			if len(find(evs, "effect", "B", id)) == 0 {
+			if len(find(evs, "effect", "B", id)) == 0 || !acked[id] {
 				return false
 			}
 		}
