@@ -17,8 +17,9 @@ type handOver struct {
 	// duplicate (the killed worker had stored the mark), or dead-lettered
 	// by another process after the kill; took is from the kill to each.
 	took []time.Duration
-	// self: no other process settled it; the killed worker had done so
-	// but was killed before it logged the outcome.
+	// self: no other process settled it after the kill: the killed
+	// worker had settled it but was killed before it logged the outcome,
+	// or (after a cut channel) another process had settled it before.
 	self int
 }
 
@@ -112,10 +113,10 @@ func handOverFigures(hs []handOver, lease time.Duration, tier time.Duration) []s
 		if len(h.took) > 0 {
 			perKill = append(perKill, h.all())
 		}
-		lines = append(lines, f("  sigkill %s: in_flight=%d completed_elsewhere=%d settled_by_itself=%d all_completed_after=%s",
+		lines = append(lines, f("  sigkill %s: in_flight=%d completed_elsewhere=%d no_completion_after_kill=%d all_completed_after=%s",
 			h.proc, h.inFlight, len(h.took), h.self, h.all().Round(time.Millisecond)))
 	}
-	head := f("sigkill_hand_over (kill to completion elsewhere; lease %s, first tier %s): kills=%d (with messages completed elsewhere %d) in_flight=%d completed_elsewhere=%d settled_by_itself=%d per_kill p50=%s max=%s per_message p50=%s max=%s",
+	head := f("sigkill_hand_over (kill to completion elsewhere; lease %s, first tier %s): kills=%d (with messages completed elsewhere %d) in_flight=%d completed_elsewhere=%d no_completion_after_kill=%d per_kill p50=%s max=%s per_message p50=%s max=%s",
 		lease, tier, len(hs), len(perKill), inFlight, len(perMsg), self,
 		quantile(perKill, 0.5), quantile(perKill, 1), quantile(perMsg, 0.5), quantile(perMsg, 1))
 	return append([]string{head}, lines...)
