@@ -17,6 +17,10 @@ type handOver struct {
 	// duplicate (the killed worker had stored the mark), or dead-lettered
 	// by another process after the kill; took is from the kill to each.
 	took []time.Duration
+	// recv is, for each of them, from the kill to the delivery of the
+	// copy that completed it (its outcome's time less its duration): the
+	// rest of took is the wait for a handler slot and the run itself.
+	recv []time.Duration
 	// self: no other process settled it after the kill: the killed
 	// worker had settled it but was killed before it logged the outcome,
 	// or (after a cut channel) another process had settled it before.
@@ -44,10 +48,11 @@ func handOvers(procs []*proc, logs map[string]*procLog) []handOver {
 		h := handOver{proc: p.name}
 		for _, id := range inFlightAt(logs[p.name].events, at) {
 			h.inFlight++
-			if done := completedAfter(procs, logs, p.name, id, at); done.IsZero() {
+			if done := completedAfter(procs, logs, p.name, id, at); done.at.IsZero() {
 				h.self++
 			} else {
-				h.took = append(h.took, done.Sub(at))
+				h.took = append(h.took, done.at.Sub(at))
+				h.recv = append(h.recv, done.at.Add(-done.took).Sub(at))
 			}
 		}
 		out = append(out, h)
@@ -76,22 +81,23 @@ func inFlightAt(events []msgEvent, t time.Time) []string {
 	return ids
 }
 
-// completedAfter is the first time after t that a process other than
-// skip settled id for good (ack, duplicate or dead letter), or zero.
-func completedAfter(procs []*proc, logs map[string]*procLog, skip, id string, t time.Time) time.Time {
-	var first time.Time
+// completedAfter is the first outcome after t by which a process other
+// than skip settled id for good (ack, duplicate or dead letter), or a
+// zero event.
+func completedAfter(procs []*proc, logs map[string]*procLog, skip, id string, t time.Time) msgEvent {
+	var first msgEvent
 	for _, p := range procs {
 		pl := logs[p.name]
 		if p.name == skip || pl == nil {
 			continue
 		}
 		for _, e := range pl.events {
-			if e.id != id || !e.at.After(t) || (first != time.Time{} && !e.at.Before(first)) {
+			if e.id != id || !e.at.After(t) || (!first.at.IsZero() && !e.at.Before(first.at)) {
 				continue
 			}
 			switch e.outcome {
 			case "ack", "duplicate", "dead_letter":
-				first = e.at
+				first = e
 			}
 		}
 	}
@@ -103,22 +109,27 @@ func completedAfter(procs []*proc, logs map[string]*procLog, skip, id string, t 
 // in-flight messages were completed elsewhere, and over messages.
 func handOverFigures(hs []handOver, lease time.Duration, tier time.Duration) []string {
 	f := func(format string, args ...any) string { return "SOAK " + fmt.Sprintf(format, args...) }
-	var perKill, perMsg []time.Duration
+	var perKill, perMsg, perRecv []time.Duration
 	inFlight, self := 0, 0
 	var lines []string
 	for _, h := range hs {
 		inFlight += h.inFlight
 		self += h.self
 		perMsg = append(perMsg, h.took...)
+		perRecv = append(perRecv, h.recv...)
 		if len(h.took) > 0 {
 			perKill = append(perKill, h.all())
 		}
-		lines = append(lines, f("  sigkill %s: in_flight=%d completed_elsewhere=%d no_completion_after_kill=%d all_completed_after=%s",
-			h.proc, h.inFlight, len(h.took), h.self, h.all().Round(time.Millisecond)))
+		recv := time.Duration(0)
+		if len(h.recv) > 0 {
+			recv = slices.Max(h.recv)
+		}
+		lines = append(lines, f("  sigkill %s: in_flight=%d completed_elsewhere=%d no_completion_after_kill=%d all_completed_after=%s all_received_for_the_run_after=%s",
+			h.proc, h.inFlight, len(h.took), h.self, h.all().Round(time.Millisecond), recv.Round(time.Millisecond)))
 	}
-	head := f("sigkill_hand_over (kill to completion elsewhere; lease %s, first tier %s): kills=%d (with messages completed elsewhere %d) in_flight=%d completed_elsewhere=%d no_completion_after_kill=%d per_kill p50=%s max=%s per_message p50=%s max=%s",
+	head := f("sigkill_hand_over (kill to completion elsewhere; lease %s, first tier %s): kills=%d (with messages completed elsewhere %d) in_flight=%d completed_elsewhere=%d no_completion_after_kill=%d per_kill p50=%s max=%s per_message p50=%s max=%s received_for_the_run p50=%s max=%s",
 		lease, tier, len(hs), len(perKill), inFlight, len(perMsg), self,
-		quantile(perKill, 0.5), quantile(perKill, 1), quantile(perMsg, 0.5), quantile(perMsg, 1))
+		quantile(perKill, 0.5), quantile(perKill, 1), quantile(perMsg, 0.5), quantile(perMsg, 1), quantile(perRecv, 0.5), quantile(perRecv, 1))
 	return append([]string{head}, lines...)
 }
 
@@ -142,18 +153,18 @@ func TestHandOvers(t *testing.T) {
 	other := &proc{name: "w1.1", done: make(chan struct{})}
 	logs := map[string]*procLog{
 		"w0.1": {events: []msgEvent{
-			{at(100), "m1", ""}, {at(200), "m1", "ack"}, // settled before the kill
-			{at(300), "m2", ""}, // in flight, acked elsewhere
-			{at(400), "m3", ""}, // in flight, a duplicate elsewhere
-			{at(500), "m4", ""}, // in flight, no one else settles it
-			{at(600), "m5", ""}, {at(700), "m5", "retry"},
-			{at(1100), "m6", ""}, // after the kill: not in flight
+			{at(100), "m1", "", 0}, {at(200), "m1", "ack", 0}, // settled before the kill
+			{at(300), "m2", "", 0}, // in flight, acked elsewhere
+			{at(400), "m3", "", 0}, // in flight, a duplicate elsewhere
+			{at(500), "m4", "", 0}, // in flight, no one else settles it
+			{at(600), "m5", "", 0}, {at(700), "m5", "retry", 0},
+			{at(1100), "m6", "", 0}, // after the kill: not in flight
 		}},
 		"w1.1": {events: []msgEvent{
-			{at(1010), "m2", ""}, {at(1020), "m2", "retry"}, // an in-progress round is no completion
-			{at(4000), "m2", ""}, {at(4200), "m2", "ack"},
-			{at(1500), "m3", ""}, {at(1600), "m3", "duplicate"},
-			{at(900), "m4", "ack"}, // before the kill: not a hand-over
+			{at(1010), "m2", "", 0}, {at(1020), "m2", "retry", 0}, // an in-progress round is no completion
+			{at(4000), "m2", "", 0}, {at(4200), "m2", "ack", 200 * time.Millisecond},
+			{at(1500), "m3", "", 0}, {at(1600), "m3", "duplicate", 100 * time.Millisecond},
+			{at(900), "m4", "ack", 0}, // before the kill: not a hand-over
 		}},
 	}
 	hs := handOvers([]*proc{killed, other}, logs)
@@ -166,6 +177,9 @@ func TestHandOvers(t *testing.T) {
 	}
 	if h.took[0] != 3200*time.Millisecond || h.took[1] != 600*time.Millisecond || h.all() != 3200*time.Millisecond {
 		t.Errorf("took %v (all %s), want [3.2s 600ms] (all 3.2s)", h.took, h.all())
+	}
+	if h.recv[0] != 3000*time.Millisecond || h.recv[1] != 500*time.Millisecond {
+		t.Errorf("received %v, want [3s 500ms]", h.recv)
 	}
 	ds := []time.Duration{4 * time.Second, time.Second, 3 * time.Second, 2 * time.Second}
 	if q50, q100 := quantile(ds, 0.5), quantile(ds, 1); q50 != "2s" || q100 != "4s" {

@@ -25,6 +25,7 @@ type logLine struct {
 	ID            string    `json:"id"`
 	Token         string    `json:"token"`
 	Reason        string    `json:"reason"`
+	DurationMS    float64   `json:"duration"` // of an outcome, from the delivery (zap writes milliseconds)
 }
 
 // procLog is what one worker process logged.
@@ -84,7 +85,8 @@ func parseLog(path string) (*procLog, error) {
 
 func (pl *procLog) add(l *logLine, raw []byte) {
 	if l.Msg == "soak delivery" || l.Outcome != "" {
-		pl.events = append(pl.events, msgEvent{at: l.Time, id: l.MessageID, outcome: l.Outcome})
+		took := time.Duration(l.DurationMS * float64(time.Millisecond))
+		pl.events = append(pl.events, msgEvent{at: l.Time, id: l.MessageID, outcome: l.Outcome, took: took})
 	}
 	if l.Outcome != "" {
 		pl.outcomes[l.Outcome]++
@@ -140,6 +142,7 @@ type msgEvent struct {
 	at      time.Time
 	id      string
 	outcome string
+	took    time.Duration // of an outcome: since its delivery
 }
 
 func cutStr(s string, n int) string {
