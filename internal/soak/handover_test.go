@@ -17,10 +17,11 @@ type handOver struct {
 	// duplicate (the killed worker had stored the mark), or dead-lettered
 	// by another process after the kill; took is from the kill to each.
 	took []time.Duration
-	// recv is, for each of them, from the kill to the delivery of the
-	// copy that completed it (its outcome's time less its duration): the
-	// rest of took is the wait for a handler slot and the run itself.
-	recv []time.Duration
+	// ran is, per message that ran again elsewhere, from the kill to the
+	// delivery of the first copy that another process ran (its outcome's
+	// time less its duration): the hand-over proper. A completion can
+	// come later, after the handler's own failures and retries.
+	ran []time.Duration
 	// self: no other process settled it after the kill: the killed
 	// worker had settled it but was killed before it logged the outcome,
 	// or (after a cut channel) another process had settled it before.
@@ -52,7 +53,9 @@ func handOvers(procs []*proc, logs map[string]*procLog) []handOver {
 				h.self++
 			} else {
 				h.took = append(h.took, done.at.Sub(at))
-				h.recv = append(h.recv, done.at.Add(-done.took).Sub(at))
+			}
+			if run := ranAfter(procs, logs, p.name, id, at); !run.at.IsZero() {
+				h.ran = append(h.ran, run.at.Add(-run.took).Sub(at))
 			}
 		}
 		out = append(out, h)
@@ -104,32 +107,54 @@ func completedAfter(procs []*proc, logs map[string]*procLog, skip, id string, t 
 	return first
 }
 
+// ranAfter is the first outcome after t of a copy of id that a process
+// other than skip ran (not one that found its message in progress or the
+// store down), or a zero event.
+func ranAfter(procs []*proc, logs map[string]*procLog, skip, id string, t time.Time) msgEvent {
+	var first msgEvent
+	for _, p := range procs {
+		pl := logs[p.name]
+		if p.name == skip || pl == nil {
+			continue
+		}
+		for _, e := range pl.events {
+			if e.id != id || e.outcome == "" || !e.at.After(t) || e.kind == "in_progress" || e.kind == "store_unavailable" {
+				continue
+			}
+			if first.at.IsZero() || e.at.Before(first.at) {
+				first = e
+			}
+		}
+	}
+	return first
+}
+
 // handOverFigures are the soak report's lines on hand-overs: per kill,
 // and the p50 and max over kills of the time until all of a kill's
 // in-flight messages were completed elsewhere, and over messages.
 func handOverFigures(hs []handOver, lease time.Duration, tier time.Duration) []string {
 	f := func(format string, args ...any) string { return "SOAK " + fmt.Sprintf(format, args...) }
-	var perKill, perMsg, perRecv []time.Duration
+	var perKill, perMsg, perRan []time.Duration
 	inFlight, self := 0, 0
 	var lines []string
 	for _, h := range hs {
 		inFlight += h.inFlight
 		self += h.self
 		perMsg = append(perMsg, h.took...)
-		perRecv = append(perRecv, h.recv...)
+		perRan = append(perRan, h.ran...)
 		if len(h.took) > 0 {
 			perKill = append(perKill, h.all())
 		}
-		recv := time.Duration(0)
-		if len(h.recv) > 0 {
-			recv = slices.Max(h.recv)
+		ran := time.Duration(0)
+		if len(h.ran) > 0 {
+			ran = slices.Max(h.ran)
 		}
-		lines = append(lines, f("  sigkill %s: in_flight=%d completed_elsewhere=%d no_completion_after_kill=%d all_completed_after=%s all_received_for_the_run_after=%s",
-			h.proc, h.inFlight, len(h.took), h.self, h.all().Round(time.Millisecond), recv.Round(time.Millisecond)))
+		lines = append(lines, f("  sigkill %s: in_flight=%d completed_elsewhere=%d no_completion_after_kill=%d all_completed_after=%s all_ran_again_after=%s",
+			h.proc, h.inFlight, len(h.took), h.self, h.all().Round(time.Millisecond), ran.Round(time.Millisecond)))
 	}
-	head := f("sigkill_hand_over (kill to completion elsewhere; lease %s, first tier %s): kills=%d (with messages completed elsewhere %d) in_flight=%d completed_elsewhere=%d no_completion_after_kill=%d per_kill p50=%s max=%s per_message p50=%s max=%s received_for_the_run p50=%s max=%s",
+	head := f("sigkill_hand_over (kill to completion elsewhere; lease %s, first tier %s): kills=%d (with messages completed elsewhere %d) in_flight=%d completed_elsewhere=%d no_completion_after_kill=%d per_kill p50=%s max=%s per_message p50=%s max=%s ran_again_elsewhere p50=%s max=%s",
 		lease, tier, len(hs), len(perKill), inFlight, len(perMsg), self,
-		quantile(perKill, 0.5), quantile(perKill, 1), quantile(perMsg, 0.5), quantile(perMsg, 1), quantile(perRecv, 0.5), quantile(perRecv, 1))
+		quantile(perKill, 0.5), quantile(perKill, 1), quantile(perMsg, 0.5), quantile(perMsg, 1), quantile(perRan, 0.5), quantile(perRan, 1))
 	return append([]string{head}, lines...)
 }
 
@@ -153,18 +178,19 @@ func TestHandOvers(t *testing.T) {
 	other := &proc{name: "w1.1", done: make(chan struct{})}
 	logs := map[string]*procLog{
 		"w0.1": {events: []msgEvent{
-			{at(100), "m1", "", 0}, {at(200), "m1", "ack", 0}, // settled before the kill
-			{at(300), "m2", "", 0}, // in flight, acked elsewhere
-			{at(400), "m3", "", 0}, // in flight, a duplicate elsewhere
-			{at(500), "m4", "", 0}, // in flight, no one else settles it
-			{at(600), "m5", "", 0}, {at(700), "m5", "retry", 0},
-			{at(1100), "m6", "", 0}, // after the kill: not in flight
+			{at(100), "m1", "", "", 0}, {at(200), "m1", "ack", "", 0}, // settled before the kill
+			{at(300), "m2", "", "", 0}, // in flight, acked elsewhere
+			{at(400), "m3", "", "", 0}, // in flight, a duplicate elsewhere
+			{at(500), "m4", "", "", 0}, // in flight, no one else settles it
+			{at(600), "m5", "", "", 0}, {at(700), "m5", "retry", "", 0},
+			{at(1100), "m6", "", "", 0}, // after the kill: not in flight
 		}},
 		"w1.1": {events: []msgEvent{
-			{at(1010), "m2", "", 0}, {at(1020), "m2", "retry", 0}, // an in-progress round is no completion
-			{at(4000), "m2", "", 0}, {at(4200), "m2", "ack", 200 * time.Millisecond},
-			{at(1500), "m3", "", 0}, {at(1600), "m3", "duplicate", 100 * time.Millisecond},
-			{at(900), "m4", "ack", 0}, // before the kill: not a hand-over
+			{at(1010), "m2", "", "", 0}, {at(1020), "m2", "retry", "in_progress", 10 * time.Millisecond},
+			{at(3000), "m2", "", "", 0}, {at(3100), "m2", "retry", "error", 100 * time.Millisecond}, // ran, failed // an in-progress round is no completion
+			{at(4000), "m2", "", "", 0}, {at(4200), "m2", "ack", "", 200 * time.Millisecond},
+			{at(1500), "m3", "", "", 0}, {at(1600), "m3", "duplicate", "", 100 * time.Millisecond},
+			{at(900), "m4", "ack", "", 0}, // before the kill: not a hand-over
 		}},
 	}
 	hs := handOvers([]*proc{killed, other}, logs)
@@ -178,8 +204,8 @@ func TestHandOvers(t *testing.T) {
 	if h.took[0] != 3200*time.Millisecond || h.took[1] != 600*time.Millisecond || h.all() != 3200*time.Millisecond {
 		t.Errorf("took %v (all %s), want [3.2s 600ms] (all 3.2s)", h.took, h.all())
 	}
-	if h.recv[0] != 3000*time.Millisecond || h.recv[1] != 500*time.Millisecond {
-		t.Errorf("received %v, want [3s 500ms]", h.recv)
+	if len(h.ran) != 2 || h.ran[0] != 2000*time.Millisecond || h.ran[1] != 500*time.Millisecond {
+		t.Errorf("ran again %v, want [2s 500ms]", h.ran)
 	}
 	ds := []time.Duration{4 * time.Second, time.Second, 3 * time.Second, 2 * time.Second}
 	if q50, q100 := quantile(ds, 0.5), quantile(ds, 1); q50 != "2s" || q100 != "4s" {

@@ -86,7 +86,7 @@ func parseLog(path string) (*procLog, error) {
 func (pl *procLog) add(l *logLine, raw []byte) {
 	if l.Msg == "soak delivery" || l.Outcome != "" {
 		took := time.Duration(l.DurationMS * float64(time.Millisecond))
-		pl.events = append(pl.events, msgEvent{at: l.Time, id: l.MessageID, outcome: l.Outcome, took: took})
+		pl.events = append(pl.events, msgEvent{at: l.Time, id: l.MessageID, outcome: l.Outcome, kind: l.ErrorKind, took: took})
 	}
 	if l.Outcome != "" {
 		pl.outcomes[l.Outcome]++
@@ -142,6 +142,7 @@ type msgEvent struct {
 	at      time.Time
 	id      string
 	outcome string
+	kind    string        // of an outcome: its error_kind
 	took    time.Duration // of an outcome: since its delivery
 }
 
