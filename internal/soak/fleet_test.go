@@ -50,10 +50,12 @@ type proc struct {
 	done    chan struct{} // closed when the process has exited
 	err     error         // the exit status, once done is closed
 
-	mu        sync.Mutex
-	how       string    // how the test ended it: "", "sigkill", "sigterm"
-	killedAt  time.Time // when it was sent SIGKILL, if it was
-	escalated bool      // a SIGTERM that did not end it in time, followed by SIGKILL
+	mu       sync.Mutex
+	how      string    // how the test ended it: "", "sigkill", "sigterm"
+	killedAt time.Time // when it was sent SIGKILL, if it was
+
+	backlogAtKill int  // ready messages (last reading) when the fault SIGKILLed it
+	escalated     bool // a SIGTERM that did not end it in time, followed by SIGKILL
 }
 
 func (p *proc) exited() bool {

@@ -12,6 +12,7 @@ import (
 // flight (delivered to it, no outcome logged) when it was killed.
 type handOver struct {
 	proc     string
+	backlog  int // ready messages in the queues at the kill (last reading)
 	inFlight int
 	// completed elsewhere: acked (effect and done mark), acked as a
 	// duplicate (the killed worker had stored the mark), or dead-lettered
@@ -46,7 +47,7 @@ func handOvers(procs []*proc, logs map[string]*procLog) []handOver {
 		if how, _ := p.stopInfo(); how != "sigkill" || at.IsZero() || logs[p.name] == nil {
 			continue
 		}
-		h := handOver{proc: p.name}
+		h := handOver{proc: p.name, backlog: p.backlogAtKill}
 		for _, id := range inFlightAt(logs[p.name].events, at) {
 			h.inFlight++
 			if done := completedAfter(procs, logs, p.name, id, at); done.at.IsZero() {
@@ -149,8 +150,8 @@ func handOverFigures(hs []handOver, lease time.Duration, tier time.Duration) []s
 		if len(h.ran) > 0 {
 			ran = slices.Max(h.ran)
 		}
-		lines = append(lines, f("  sigkill %s: in_flight=%d completed_elsewhere=%d no_completion_after_kill=%d all_completed_after=%s all_ran_again_after=%s",
-			h.proc, h.inFlight, len(h.took), h.self, h.all().Round(time.Millisecond), ran.Round(time.Millisecond)))
+		lines = append(lines, f("  sigkill %s: backlog_at_kill=%d in_flight=%d completed_elsewhere=%d no_completion_after_kill=%d all_completed_after=%s all_ran_again_after=%s",
+			h.proc, h.backlog, h.inFlight, len(h.took), h.self, h.all().Round(time.Millisecond), ran.Round(time.Millisecond)))
 	}
 	head := f("sigkill_hand_over (kill to completion elsewhere; lease %s, first tier %s): kills=%d (with messages completed elsewhere %d) in_flight=%d completed_elsewhere=%d no_completion_after_kill=%d per_kill p50=%s max=%s per_message p50=%s max=%s ran_again_elsewhere p50=%s max=%s",
 		lease, tier, len(hs), len(perKill), inFlight, len(perMsg), self,

@@ -117,6 +117,8 @@ type soak struct {
 	pubProxy *testenv.Proxy
 	pubDone  chan struct{}
 
+	backlog atomic.Int64 // ready messages in the queue and its tiers, last read
+
 	mu        sync.Mutex
 	faults    map[string]int
 	faultErrs []string
@@ -289,6 +291,9 @@ rounds:
 					strings.Join(crashes, "\n"), tail(fl.lastCrashLog(), 20))
 			}
 			st = s.status(inspect, rc, queues, dlq, runID)
+			if st.ok {
+				s.backlog.Store(int64(st.backlog))
+			}
 			published := closed(s.pubDone)
 			cond := published && st.ok && st.processed+st.dlq >= n && st.backlog == 0
 			if !faultsStopped && (cond || time.Now().After(faultStopAt)) {
@@ -539,6 +544,7 @@ func (s *soak) inject(kind string) {
 		old := sl.cur
 		if old != nil && !old.exited() {
 			kill(old)
+			old.backlogAtKill = int(s.backlog.Load())
 		}
 		time.Sleep(pause)
 		p, err := s.fleet.start(sl)
