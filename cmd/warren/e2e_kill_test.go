@@ -135,6 +135,13 @@ func outcomeLines(stderr string) []outcomeLine {
 // that completed before the kill (the two-writes window of DESIGN.md).
 func TestE2EKilledWorkerHandsOver(t *testing.T) {
 	t.Parallel()
+	killAndHandOver(t, 8, 0)
+}
+
+// killAndHandOver runs the kill test with a survivor of the given
+// concurrency (and prefetch) and backlog messages ready in the queue at
+// the kill.
+func killAndHandOver(t *testing.T, survivor, backlog int) {
 	const (
 		inFlight = 3 // handlers running on the worker that is killed
 		others   = 3 // handlers running on the survivor at the kill
@@ -169,9 +176,8 @@ func TestE2EKilledWorkerHandsOver(t *testing.T) {
 	waitFor(t, settleWait, fmt.Sprintf("%d handlers running on worker A", inFlight), func() bool {
 		return len(find(log.events(t), "start", "A", "")) == inFlight
 	})
-	// Worker B has room for its own messages and for A's.
-	b := startRun(t, base.with(markEnv, markB, "KILL_TEST_WORKER", "B", "KILL_TEST_WORK", seconds(survivorWork), "WARREN_PREFETCH", "8"),
-		"-queue", q, "-exec", script, "-concurrency", "8")
+	b := startRun(t, base.with(markEnv, markB, "KILL_TEST_WORKER", "B", "KILL_TEST_WORK", seconds(survivorWork), "WARREN_PREFETCH", strconv.Itoa(survivor)),
+		"-queue", q, "-exec", script, "-concurrency", strconv.Itoa(survivor))
 	for i := range others {
 		publish(t, base, q, fmt.Sprintf("b-%d", i), "work")
 	}
@@ -179,6 +185,9 @@ func TestE2EKilledWorkerHandsOver(t *testing.T) {
 		return len(find(log.events(t), "start", "B", "")) == others
 	})
 
+	for i := range backlog {
+		publish(t, base, q, fmt.Sprintf("q-%d", i), "work")
+	}
 	killedAt := time.Now()
 	if err := a.cmd.Process.Kill(); err != nil {
 		t.Fatalf("SIGKILL worker A: %v", err)
@@ -204,8 +213,8 @@ func TestE2EKilledWorkerHandsOver(t *testing.T) {
 
 	// Each of them runs again on B. The wait is generous; the 5s promise
 	// is checked on the measured times below.
-	all := inFlight + others
-	waitFor(t, settleWait+survivorWork, "every message's effect, and B's acks of A's messages", func() bool {
+	all := inFlight + others + backlog
+	waitFor(t, settleWait+survivorWork*time.Duration(1+backlog/survivor), "every message's effect, and B's acks of A's messages", func() bool {
 		evs = log.events(t)
 		acked := map[string]bool{}
 		for _, o := range outcomeLines(b.stderr.String()) {
@@ -279,8 +288,14 @@ func TestE2EKilledWorkerHandsOver(t *testing.T) {
 			t.Errorf("%s: effect ran %d times, want once", id, n)
 		}
 	}
+	var rest []string
 	for i := range others {
-		id := fmt.Sprintf("b-%d", i)
+		rest = append(rest, fmt.Sprintf("b-%d", i))
+	}
+	for i := range backlog {
+		rest = append(rest, fmt.Sprintf("q-%d", i))
+	}
+	for _, id := range rest {
 		if n := len(find(evs, "effect", "", id)); n != 1 {
 			t.Errorf("%s (on the survivor): effect ran %d times, want once", id, n)
 		}
