@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"time"
 
 	"go.uber.org/zap"
@@ -18,12 +19,21 @@ const (
 	DefaultHeartbeat      = 10 * time.Second
 	DefaultDialTimeout    = 10 * time.Second
 	DefaultMinBackoff     = 100 * time.Millisecond
-	DefaultMaxBackoff     = 30 * time.Second
+	// DefaultMaxBackoff caps the wait between reconnection attempts. It is
+	// short so that a restarted broker is found again within seconds; a
+	// Conn also stops waiting as soon as another Conn of the process reaches
+	// the same broker.
+	DefaultMaxBackoff = 5 * time.Second
 )
 
 // Config configures a supervised connection.
 type Config struct {
-	// URL is the broker address, amqp:// or amqps://. Required.
+	// URL is the broker address, amqp:// or amqps://, or the addresses of
+	// the nodes of one cluster as a comma-separated list of such URLs, e.g.
+	// "amqp://u:p@h1:5672/v,amqp://u:p@h2:5672/v". Every address of a list
+	// must use the same scheme, user, password, vhost and query; only host
+	// and port differ. They are tried in turn: the first at Dial, the next
+	// one after the address in use is lost. Required.
 	URL string
 	// Name is shown in the broker's connection list. "" means DefaultConnectionName.
 	Name string
@@ -71,18 +81,8 @@ func (c Config) WithDefaults() Config {
 // Validate reports the first invalid field. Errors never contain the
 // password of the URL.
 func (c Config) Validate() error {
-	if c.URL == "" {
-		return errors.New("broker url: must not be empty")
-	}
-	u, err := url.Parse(c.URL)
-	if err != nil {
-		return fmt.Errorf("broker url %s: not a valid URL", redact.URL(c.URL))
-	}
-	if u.Scheme != "amqp" && u.Scheme != "amqps" {
-		return fmt.Errorf("broker url %s: scheme must be amqp or amqps, got %q", redact.URL(c.URL), u.Scheme)
-	}
-	if u.Host == "" {
-		return fmt.Errorf("broker url %s: missing host", redact.URL(c.URL))
+	if _, err := ParseURLs(c.URL); err != nil {
+		return err
 	}
 	if c.Heartbeat < 0 || c.DialTimeout < 0 || c.MinBackoff < 0 || c.MaxBackoff < 0 {
 		return errors.New("broker config: durations must not be negative")
@@ -91,4 +91,73 @@ func (c Config) Validate() error {
 		return fmt.Errorf("broker config: max backoff %s is less than min backoff %s", c.MaxBackoff, c.MinBackoff)
 	}
 	return nil
+}
+
+// ParseURLs splits raw, one broker URL or a comma-separated list of them
+// (see Config.URL), into its addresses, and checks each of them and that
+// they agree on everything but host and port. Errors never contain a
+// password.
+func ParseURLs(raw string) ([]string, error) {
+	if raw == "" {
+		return nil, errors.New("broker url: must not be empty")
+	}
+	parts := SplitURLs(raw)
+	var first *url.URL
+	for i, p := range parts {
+		u, err := parseOne(p, i, len(parts))
+		if err != nil {
+			return nil, err
+		}
+		if first == nil {
+			first = u
+			continue
+		}
+		if u.Scheme != first.Scheme || u.User.String() != first.User.String() ||
+			u.Path != first.Path || u.RawQuery != first.RawQuery {
+			return nil, fmt.Errorf("broker url: address %d of %d (%s) differs from address 1 (%s) in scheme, user, password, vhost or query; "+
+				"the addresses of a list name the nodes of one cluster and differ only in host and port",
+				i+1, len(parts), redact.URL(p), redact.URL(parts[0]))
+		}
+	}
+	return parts, nil
+}
+
+// nextAddress matches where the next address of a list starts: a comma
+// followed by a URL scheme, another comma or the end. A comma elsewhere
+// belongs to the URL (a password may hold one).
+var nextAddress = regexp.MustCompile(`,([a-zA-Z][a-zA-Z0-9+.-]*://|,|$)`)
+
+// SplitURLs splits raw into the addresses of a list (see Config.URL)
+// without checking them; raw without a list is its only element.
+func SplitURLs(raw string) []string {
+	var parts []string
+	for {
+		loc := nextAddress.FindStringIndex(raw)
+		if loc == nil {
+			return append(parts, raw)
+		}
+		parts = append(parts, raw[:loc[0]])
+		raw = raw[loc[0]+1:]
+	}
+}
+
+func parseOne(raw string, i, n int) (*url.URL, error) {
+	what := "broker url"
+	if n > 1 {
+		what = fmt.Sprintf("broker url: address %d of %d", i+1, n)
+	}
+	if raw == "" {
+		return nil, fmt.Errorf("%s: is empty (a stray comma?)", what)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s is not a valid URL", what, redact.URL(raw))
+	}
+	if u.Scheme != "amqp" && u.Scheme != "amqps" {
+		return nil, fmt.Errorf("%s: scheme of %s must be amqp or amqps, got %q", what, redact.URL(raw), u.Scheme)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("%s: %s has no host", what, redact.URL(raw))
+	}
+	return u, nil
 }

@@ -18,8 +18,10 @@ import (
 // ErrClosed is returned by operations on a closed Conn, Publisher or Consumer.
 var ErrClosed = errors.New("broker: closed")
 
-// Conn is a supervised AMQP connection. When the connection drops it
-// reconnects with jittered exponential backoff, declares every topology
+// Conn is a supervised AMQP connection to one of the addresses of
+// Config.URL. When the connection drops it reconnects, trying the next
+// address first and the others in turn, with jittered exponential backoff
+// between rounds, declares every topology
 // given to Declare again, and lets publishers and consumers open new
 // channels. It is safe for concurrent use.
 //
@@ -29,8 +31,15 @@ var ErrClosed = errors.New("broker: closed")
 // message. Here every channel belongs to one connection generation and
 // results for stale deliveries are dropped.
 type Conn struct {
-	cfg Config
-	log *zap.Logger
+	cfg   Config
+	log   *zap.Logger
+	addrs []string // from cfg.URL
+	// next is the index in addrs tried first by the next connectLoop. Only
+	// the goroutine running connectLoop (Dial, then supervise) uses it.
+	next int
+	// reachable receives the index of an address at which a peer (see
+	// peers) just connected.
+	reachable chan int
 
 	mu         sync.Mutex
 	live       *liveConn     // nil while disconnected
@@ -46,6 +55,7 @@ type Conn struct {
 // liveConn is one connection generation. lost is closed when it ends.
 type liveConn struct {
 	conn *amqp.Connection
+	addr string
 	lost chan struct{}
 }
 
@@ -57,18 +67,23 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	addrs, _ := ParseURLs(cfg.URL) // checked by Validate
 	c := &Conn{
-		cfg:     cfg,
-		log:     cfg.Logger.Named("broker").With(zap.String("url", redact.URL(cfg.URL))),
-		up:      make(chan struct{}),
-		closing: make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger.Named("broker").With(zap.String("url", redact.URL(cfg.URL))),
+		addrs:     addrs,
+		reachable: make(chan int, 1),
+		up:        make(chan struct{}),
+		closing:   make(chan struct{}),
 	}
+	peers.join(c)
 	conn, err := c.connectLoop(ctx, true)
 	if err != nil {
+		peers.leave(c)
 		return nil, err
 	}
 	c.setLive(conn)
-	c.log.Info("connected")
+	c.log.Info("connected", zap.String("address", redact.URL(c.addrs[c.next])))
 	c.wg.Add(1)
 	go c.supervise(conn)
 	return c, nil
@@ -79,7 +94,19 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() { close(c.closing) })
 	c.wg.Wait()
+	peers.leave(c)
 	return nil
+}
+
+// Address returns the address (from Config.URL, password redacted) of the
+// live connection, or "" while disconnected.
+func (c *Conn) Address() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.live == nil {
+		return ""
+	}
+	return redact.URL(c.live.addr)
 }
 
 // Connected reports whether a connection is up right now.
@@ -140,7 +167,7 @@ func (c *Conn) channel(ctx context.Context) (*amqp.Channel, <-chan struct{}, err
 func (c *Conn) setLive(conn *amqp.Connection) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.live = &liveConn{conn: conn, lost: make(chan struct{})}
+	c.live = &liveConn{conn: conn, addr: c.addrs[c.next], lost: make(chan struct{})}
 	close(c.up)
 }
 
@@ -166,7 +193,9 @@ func (c *Conn) supervise(conn *amqp.Connection) {
 			c.log.Info("connection closed")
 			return
 		}
-		c.log.Warn("connection lost, reconnecting", zap.String("reason", reason))
+		c.log.Warn("connection lost, reconnecting", zap.String("reason", reason),
+			zap.String("address", redact.URL(c.addrs[c.next])))
+		c.next = (c.next + 1) % len(c.addrs) // that node may be gone: try the others first
 		ctx, cancel := context.WithCancel(context.Background())
 		go func() {
 			select {
@@ -184,7 +213,8 @@ func (c *Conn) supervise(conn *amqp.Connection) {
 		conn = next
 		c.reconnects.Add(1)
 		c.setLive(conn)
-		c.log.Info("reconnected", zap.Uint64("reconnects", c.reconnects.Load()))
+		c.log.Info("reconnected", zap.Uint64("reconnects", c.reconnects.Load()),
+			zap.String("address", redact.URL(c.addrs[c.next])))
 	}
 }
 
@@ -212,21 +242,31 @@ func (c *Conn) watch(conn *amqp.Connection) (reason string, closing bool) {
 }
 
 // connectLoop dials and declares topology until it succeeds or ctx ends.
+// A round tries every address once, from c.next on; rounds are separated
+// by a jittered backoff, cut short when a peer reaches the broker. On
+// success c.next is the address connected to.
 func (c *Conn) connectLoop(ctx context.Context, first bool) (*amqp.Connection, error) {
 	bo := backoff{min: c.cfg.MinBackoff, max: c.cfg.MaxBackoff}
-	for attempt := 1; ; attempt++ {
-		conn, err := c.connectOnce()
-		if err == nil {
+	for round := 1; ; round++ {
+		conn, err := c.connectRound(first)
+		if conn != nil {
+			peers.reached(c, c.next)
 			return conn, nil
 		}
 		if first && permanent(err) {
-			return nil, fmt.Errorf("connecting to %s: %w", redact.URL(c.cfg.URL), err)
+			return nil, fmt.Errorf("connecting to %s: %w", redact.URL(c.addrs[c.next]), err)
 		}
 		wait := bo.next()
-		c.log.Warn("connect failed", zap.Error(err), zap.Int("attempt", attempt), zap.Duration("retry_in", wait))
+		c.log.Warn("connect failed", zap.Error(err), zap.Int("attempt", round), zap.Duration("retry_in", wait))
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
+		case idx := <-c.reachable:
+			t.Stop()
+			c.next = idx
+			bo.reset()
+			c.log.Info("another connection reached the broker, retrying now",
+				zap.String("address", redact.URL(c.addrs[idx])))
 		case <-ctx.Done():
 			t.Stop()
 			return nil, fmt.Errorf("connecting to %s: %w (last error: %w)", redact.URL(c.cfg.URL), ctx.Err(), err)
@@ -237,18 +277,43 @@ func (c *Conn) connectLoop(ctx context.Context, first bool) (*amqp.Connection, e
 	}
 }
 
-// connectOnce dials and declares all registered topologies.
-func (c *Conn) connectOnce() (*amqp.Connection, error) {
+// connectRound tries each address once, from c.next on, and returns the
+// first connection made, or the last error. A permanent error on the first
+// Dial ends the round at once: the addresses share their credentials.
+func (c *Conn) connectRound(first bool) (*amqp.Connection, error) {
+	var err error
+	start := c.next
+	for i := range c.addrs {
+		idx := (start + i) % len(c.addrs)
+		c.next = idx
+		var conn *amqp.Connection
+		conn, err = c.connectOnce(c.addrs[idx])
+		if err == nil {
+			return conn, nil
+		}
+		if first && permanent(err) {
+			return nil, err
+		}
+		if len(c.addrs) > 1 {
+			c.log.Debug("address did not answer", zap.String("address", redact.URL(c.addrs[idx])), zap.Error(err))
+		}
+	}
+	c.next = start
+	return nil, err
+}
+
+// connectOnce dials addr and declares all registered topologies.
+func (c *Conn) connectOnce(addr string) (*amqp.Connection, error) {
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName(c.cfg.Name)
-	conn, err := amqp.DialConfig(c.cfg.URL, amqp.Config{
+	conn, err := amqp.DialConfig(addr, amqp.Config{
 		Heartbeat:       c.cfg.Heartbeat,
 		TLSClientConfig: c.cfg.TLS,
 		Properties:      props,
 		Dial:            amqp.DefaultDial(c.cfg.DialTimeout),
 	})
 	if err != nil {
-		return nil, redact.Error(err, c.cfg.URL)
+		return nil, redact.Error(err, addr)
 	}
 	c.mu.Lock()
 	tops := append([]Topology(nil), c.topologies...)

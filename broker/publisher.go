@@ -72,8 +72,8 @@ func (c *Conn) NewPublisher() *Publisher {
 // Publish sends msg to exchange with routing key key, mandatory, and waits
 // for the broker's confirm. An empty MessageID is filled with a new id.
 // It returns nil only for a confirmed message; *UnroutableError when no
-// queue took it; ErrNacked when the broker refused it;
-// *MessageTooLargeError when the body is over the broker's
+// queue took it; ErrNacked when the broker refused it three times, each on
+// a new channel; *MessageTooLargeError when the body is over the broker's
 // max_message_size (once the broker has refused one body for its size,
 // larger ones fail at once, without closing the channel under other
 // publishes); a wrapped ctx error when ctx ended first (the message may or
@@ -90,7 +90,7 @@ func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg Messa
 		return err
 	}
 	pub := msg.publishing()
-	channelErrors := 0
+	channelErrors, nacks := 0, 0
 	for {
 		s, err := p.session(ctx)
 		if err != nil {
@@ -114,6 +114,12 @@ func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg Messa
 			}
 			if errors.As(pend.err, &tl) {
 				return pend.err // the same body would be refused again
+			}
+			if errors.Is(pend.err, ErrNacked) && nacks < maxNacks {
+				// Not stored: publishing again is safe, on a new channel
+				// (see liveSession).
+				nacks++
+				continue
 			}
 			if errors.As(pend.err, &ce) && channelErrors < maxChannelErrors {
 				// A channel exception fails every publish in flight, not
@@ -201,7 +207,7 @@ func (p *Publisher) session(ctx context.Context) (*pubSession, error) {
 func (p *Publisher) liveSession() *pubSession {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.sess != nil && !p.sess.isDead() {
+	if p.sess != nil && !p.sess.isDead() && !p.sess.nacked.Load() {
 		return p.sess
 	}
 	return nil
@@ -236,8 +242,18 @@ func (p *Publisher) openSession(ctx context.Context) (*pubSession, error) {
 		s.loop(p.log, confirms, returns, closed)
 	}()
 	p.mu.Lock()
+	old := p.sess
 	p.sess = s
 	p.mu.Unlock()
+	if old != nil && !old.isDead() {
+		// A nacked session is replaced: a quorum queue client on a
+		// RabbitMQ 3.10 channel opened while the queue had no leader
+		// goes on nacking every publish after a new leader is elected,
+		// while a new channel is accepted. Its unconfirmed publishes are
+		// marked lost when it closes, and published again here.
+		p.log.Info("replacing the publisher channel after a nack")
+		_ = old.ch.Close()
+	}
 	select {
 	case <-p.closing: // Close ran while we opened: do not leave this behind.
 		_ = ch.Close()
@@ -246,6 +262,10 @@ func (p *Publisher) openSession(ctx context.Context) (*pubSession, error) {
 	}
 	return s, nil
 }
+
+// maxNacks is how often a nacked publish is tried again, each time on a
+// new channel, before ErrNacked is returned.
+const maxNacks = 2
 
 // maxChannelErrors is how often a publish is tried again after a channel
 // exception before the exception is taken to be its own.

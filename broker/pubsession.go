@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
@@ -25,6 +26,10 @@ type pubSession struct {
 	pending  map[uint64]*pending
 	dead     chan struct{}
 	deadOnce sync.Once
+
+	// nacked is set by the first nack: the channel is then replaced (see
+	// Publisher.session).
+	nacked atomic.Bool
 }
 
 type pending struct {
@@ -162,6 +167,7 @@ func (s *pubSession) confirmed(c amqp.Confirmation) {
 	switch {
 	case !c.Ack:
 		p.err = ErrNacked
+		s.nacked.Store(true)
 	case p.returned != nil:
 		p.err = p.returned
 	}

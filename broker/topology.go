@@ -57,6 +57,10 @@ type Queue struct {
 	// Args are declare arguments such as x-message-ttl; x-queue-type is
 	// set from Type.
 	Args map[string]any
+	// CreateArgs are declare arguments given only when the queue does
+	// not exist yet: a queue that exists is used as it is, whatever they
+	// say, so that adding one does not make an existing queue differ.
+	CreateArgs map[string]any
 }
 
 // Binding binds a queue to an exchange with a routing key.
@@ -125,6 +129,26 @@ func (q Queue) args() amqp.Table {
 	return args
 }
 
+// queueExists asks the broker, on a channel of its own (a passive declare
+// of a missing queue closes its channel), whether q exists.
+func queueExists(conn *amqp.Connection, q Queue) (bool, error) {
+	ch, err := conn.Channel()
+	if err != nil {
+		return false, fmt.Errorf("opening a channel: %w", err)
+	}
+	defer ch.Close()
+	_, err = ch.QueueDeclarePassive(q.Name, !q.Transient, q.AutoDelete, q.Exclusive, false, nil)
+	var ae *amqp.Error
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.As(err, &ae) && ae.Code == amqp.NotFound:
+		return false, nil
+	default:
+		return false, err
+	}
+}
+
 // declareOn declares t on a fresh channel of conn.
 func declareOn(conn *amqp.Connection, t Topology) error {
 	ch, err := conn.Channel()
@@ -142,7 +166,20 @@ func declareOn(conn *amqp.Connection, t Topology) error {
 		}
 	}
 	for _, q := range t.Queues {
-		if _, err := ch.QueueDeclare(q.Name, !q.Transient, q.AutoDelete, q.Exclusive, false, q.args()); err != nil {
+		args := q.args()
+		if len(q.CreateArgs) > 0 {
+			exists, err := queueExists(conn, q)
+			if err != nil {
+				return declareErr("queue", q.Name, err)
+			}
+			if exists {
+				continue
+			}
+			for k, v := range q.CreateArgs {
+				args[k] = v
+			}
+		}
+		if _, err := ch.QueueDeclare(q.Name, !q.Transient, q.AutoDelete, q.Exclusive, false, args); err != nil {
 			return declareErr("queue", q.Name, err)
 		}
 	}

@@ -9,7 +9,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// maxBatch bounds how many script calls share one pipeline.
+// maxBatch bounds how many script calls share one pipeline, and how many
+// keys one batched script call (runGrouped) takes.
 const maxBatch = 128
 
 // batcher sends concurrent script calls to Redis in shared pipelines:

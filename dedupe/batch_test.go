@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/warrenmq/warren/dedupe"
+	"github.com/warrenmq/warren/dedupe/dedupetest"
 	"github.com/warrenmq/warren/internal/testenv"
 )
 
@@ -66,6 +67,19 @@ func TestRedisPipelinedCallsUnderLoad(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+// TestRedisBatchConformance runs the batch suite on the shared Redis.
+func TestRedisBatchConformance(t *testing.T) {
+	dedupetest.RunBatch(t, func(t *testing.T) dedupe.BatchStore {
+		rdb := testenv.RedisClient(t)
+		testenv.DeleteRedisPrefix(t, rdb, dedupetest.KeyPrefix(t))
+		s, err := dedupe.NewRedis(rdb, dedupe.RedisConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
 }
 
 // TestMarkDoneAll marks a batch done, with one foreign owner and one bad
@@ -183,7 +197,7 @@ func TestMarkDoneAllWrongTypeFailsAlone(t *testing.T) {
 // TestMarkDoneAllThroughOneEndpointOfACluster: a single-node client in
 // front of keys of many slots (here a cluster node that owns every slot,
 // as a proxy in front of a sharded Redis would look) refuses one call on
-// many keys; the done marks go one call per key instead.
+// many keys; the done marks go one call per hash slot instead.
 func TestMarkDoneAllThroughOneEndpointOfACluster(t *testing.T) {
 	t.Parallel()
 	srv := testenv.StartRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
@@ -204,6 +218,7 @@ func TestMarkDoneAllThroughOneEndpointOfACluster(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	slotsMatchServer(t, rdb)
 	s, err := dedupe.NewRedis(rdb, dedupe.RedisConfig{})
 	if err != nil {
 		t.Fatal(err)

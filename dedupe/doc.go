@@ -20,11 +20,14 @@
 // claim.
 //
 // RedisStore keeps the states in Redis (single server, Sentinel or
-// Cluster), one Lua script per transition. MemoryStore keeps them in
+// Cluster), one Lua script per transition; its batch calls (ClaimAll,
+// MarkDoneAll) make one script call per hash slot on Cluster, per 128
+// keys on one server, all in one pipeline. MemoryStore keeps them in
 // process memory, for tests and single-process use. Key builds bounded
 // keys that stay in one Cluster slot per message, and BodyKeyID gives an
 // id to a message that has none. The dedupetest package is the
-// conformance suite every Store passes.
+// conformance suite every Store passes (Run), and every BatchStore
+// (RunBatch).
 //
 // The smallest real use:
 //

@@ -196,6 +196,15 @@ func (m *MemoryStore) MarkDoneAll(ctx context.Context, reqs []Ref, ttl time.Dura
 	return errs
 }
 
+// ExtendAll implements BatchStore.
+func (m *MemoryStore) ExtendAll(ctx context.Context, reqs []Ref, lease time.Duration) []error {
+	errs := make([]error, len(reqs))
+	for i, r := range reqs {
+		errs[i] = m.Extend(ctx, r.Key, r.Owner, lease)
+	}
+	return errs
+}
+
 // ClaimAll implements BatchStore.
 func (m *MemoryStore) ClaimAll(ctx context.Context, reqs []Ref, lease time.Duration) []ClaimResult {
 	res := make([]ClaimResult, len(reqs))

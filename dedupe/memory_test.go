@@ -24,6 +24,13 @@ func TestMemoryConformance(t *testing.T) {
 	})
 }
 
+func TestMemoryBatchConformance(t *testing.T) {
+	dedupetest.RunBatch(t, func(t *testing.T) dedupe.BatchStore {
+		s, _ := newMemory(t)
+		return s
+	})
+}
+
 func TestMemorySweepsExpiredEntries(t *testing.T) {
 	s, clock := newMemory(t)
 	ctx := t.Context()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -34,10 +33,10 @@ type RedisStore struct {
 	client    redis.UniversalClient
 	opTimeout time.Duration
 	batch     *batcher
-	// markDoneOneByOne is set once the server refused a done-mark script
-	// on many keys (CROSSSLOT: a proxy in front of a sharded Redis), so
-	// that done marks go one script call per key from then on.
-	markDoneOneByOne atomic.Bool
+	// crossSlot is set once a single endpoint refused a script call on
+	// keys of several hash slots (CROSSSLOT: a proxy in front of a sharded
+	// Redis), so that batched calls group keys by slot from then on.
+	crossSlot atomic.Bool
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -118,6 +117,7 @@ func (s *RedisStore) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
 	if err := s.client.Ping(ctx).Err(); err != nil {
+		s.noteError(ctx, err)
 		return fmt.Errorf("dedupe: ping: %w", err)
 	}
 	return nil
@@ -161,6 +161,7 @@ func (s *RedisStore) run(ctx context.Context, script *redis.Script, op, key stri
 		n, err = script.Run(ctx, s.client, []string{key}, args...).Int64()
 	}
 	if err != nil {
+		s.noteError(ctx, err)
 		return 0, opError(op, key, err)
 	}
 	return n, nil
@@ -170,8 +171,9 @@ var _ BatchStore = (*RedisStore)(nil)
 
 // ClaimAll implements BatchStore. Claims of fresh keys, the common case,
 // are plain SET NX commands in one pipeline, cheaper for Redis than a
-// script; keys that were not free get the full claim script in a second
-// pipeline, which tells done, in progress and own claims apart.
+// script (on Cluster go-redis sends each node its part at once); keys
+// that were not free get the full claim, claimAllScript grouped by slot,
+// which tells done, in progress and own claims apart.
 func (s *RedisStore) ClaimAll(ctx context.Context, reqs []Ref, lease time.Duration) []ClaimResult {
 	res := make([]ClaimResult, len(reqs))
 	var good []int
@@ -191,41 +193,39 @@ func (s *RedisStore) ClaimAll(ctx context.Context, reqs []Ref, lease time.Durati
 		}
 		return res
 	}
-	taken, err := s.setNX(ctx, reqs, good, lease)
-	if err != nil {
-		for _, i := range good {
-			res[i].Err = opError(opClaim, reqs[i].Key, err)
-		}
-		return res
-	}
-	var rest []Ref
-	var restIdx []int
+	taken, errs := s.setNX(ctx, reqs, good, lease)
+	var rest []int
 	for k, i := range good {
-		if taken[k] {
+		switch {
+		case errs[k] != nil:
+			res[i].Err = opError(opClaim, reqs[i].Key, errs[k])
+		case taken[k]:
 			res[i].Status = Claimed
-			continue
+		default:
+			rest = append(rest, i)
 		}
-		rest = append(rest, reqs[i])
-		restIdx = append(restIdx, i)
 	}
 	if len(rest) == 0 {
 		return res
 	}
-	calls, idx := s.batchCalls(ctx, opClaim, claimScript, rest, "lease", lease, func(j int, err error) { res[restIdx[j]].Err = err })
-	for j, c := range calls {
-		i := restIdx[idx[j]]
-		if c.err != nil {
-			res[i].Err = opError(opClaim, c.key, c.err)
-			continue
+	s.eachGrouped(ctx, claimAllScript, reqs, rest, millis(lease), func(i int, n int64, err error) {
+		key := reqs[i].Key
+		switch {
+		case err != nil:
+			res[i].Err = opError(opClaim, key, err)
+		case n == replyWrongType:
+			res[i].Err = opError(opClaim, key, ErrForeignValue)
+		default:
+			res[i].Status, res[i].Err = claimStatus(key, n)
 		}
-		res[i].Status, res[i].Err = claimStatus(c.key, c.n)
-	}
+	})
 	return res
 }
 
 // setNX claims the requests at idx with SET NX PX in one pipeline and
-// reports which were free.
-func (s *RedisStore) setNX(ctx context.Context, reqs []Ref, idx []int, lease time.Duration) ([]bool, error) {
+// reports which were free, or each one's error: on Cluster a node that
+// is down fails its own keys only.
+func (s *RedisStore) setNX(ctx context.Context, reqs []Ref, idx []int, lease time.Duration) ([]bool, []error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
 	pipe := s.client.Pipeline()
@@ -233,132 +233,98 @@ func (s *RedisStore) setNX(ctx context.Context, reqs []Ref, idx []int, lease tim
 	for k, i := range idx {
 		cmds[k] = pipe.SetNX(ctx, reqs[i].Key, valueProcessingPrefix+reqs[i].Owner, max(lease, time.Millisecond))
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, err
-	}
+	_, _ = pipe.Exec(ctx)
 	taken := make([]bool, len(idx))
+	errs := make([]error, len(idx))
 	for k, c := range cmds {
-		taken[k] = c.Val()
+		taken[k], errs[k] = c.Result()
+		if errors.Is(errs[k], redis.Nil) {
+			taken[k], errs[k] = false, nil
+		}
+		s.noteError(ctx, errs[k])
 	}
-	return taken, nil
+	return taken, errs
 }
 
-// MarkDoneAll implements BatchStore. On a single server (or Sentinel),
-// each maxBatch of requests is one script call; on Cluster, where keys
-// live on different nodes, one script call per key, in pipelines.
+// MarkDoneAll implements BatchStore: markDoneAllScript, one call per
+// maxBatch keys on a single server (or Sentinel), one call per hash slot
+// on Cluster, every call in one pipeline.
 func (s *RedisStore) MarkDoneAll(ctx context.Context, reqs []Ref, ttl time.Duration) []error {
 	errs := make([]error, len(reqs))
-	if _, single := s.client.(*redis.Client); single && !s.markDoneOneByOne.Load() {
-		s.markDoneOneCall(ctx, reqs, ttl, errs)
-		return errs
-	}
-	s.markDoneEach(ctx, reqs, ttl, errs)
-	return errs
-}
-
-// markDoneEach stores the done marks of reqs one script call per key, in
-// pipelines, and writes each request's result to errs.
-func (s *RedisStore) markDoneEach(ctx context.Context, reqs []Ref, ttl time.Duration, errs []error) {
-	calls, idx := s.batchCalls(ctx, opMarkDone, markDoneScript, reqs, "ttl", ttl, func(i int, err error) { errs[i] = err })
-	for j, c := range calls {
-		errs[idx[j]] = s.owned(opMarkDone, c.key, c.n, c.err)
-	}
-}
-
-// markDoneOneCall stores the done marks of reqs with markDoneAllScript,
-// maxBatch keys a call, and writes each request's result to errs. A server
-// that refuses keys of several slots in one call (a proxy in front of a
-// sharded Redis) gets one call per key instead, now and from then on.
-func (s *RedisStore) markDoneOneCall(ctx context.Context, reqs []Ref, ttl time.Duration, errs []error) {
 	var good []int
 	for i, r := range reqs {
 		if errs[i] = checkArgsDuration(opMarkDone, r.Key, r.Owner, "ttl", ttl); errs[i] == nil {
 			good = append(good, i)
 		}
 	}
-	for start := 0; start < len(good); start += maxBatch {
-		part := good[start:min(start+maxBatch, len(good))]
-		keys := make([]string, len(part))
-		args := make([]any, 1, len(part)+1)
-		args[0] = millis(ttl)
-		for k, i := range part {
-			keys[k] = reqs[i].Key
-			args = append(args, reqs[i].Owner)
+	s.eachGrouped(ctx, markDoneAllScript, reqs, good, millis(ttl), func(i int, n int64, err error) {
+		key := reqs[i].Key
+		switch {
+		case err != nil:
+			errs[i] = opError(opMarkDone, key, err)
+		case n == replyWrongType:
+			errs[i] = opError(opMarkDone, key, ErrForeignValue)
+		default:
+			errs[i] = s.owned(opMarkDone, key, n, nil)
 		}
-		replies, err := s.runAll(ctx, keys, args)
-		if isCrossSlot(err) {
-			s.markDoneOneByOne.Store(true)
-			sub := make([]Ref, len(part))
-			for k, i := range part {
-				sub[k] = reqs[i]
-			}
-			subErrs := make([]error, len(part))
-			s.markDoneEach(ctx, sub, ttl, subErrs)
-			for k, i := range part {
-				errs[i] = subErrs[k]
-			}
-			continue
-		}
-		for k, i := range part {
-			switch {
-			case err != nil:
-				errs[i] = opError(opMarkDone, reqs[i].Key, err)
-			case replies[k] == replyWrongType:
-				errs[i] = opError(opMarkDone, reqs[i].Key, ErrForeignValue)
-			default:
-				errs[i] = s.owned(opMarkDone, reqs[i].Key, replies[k], nil)
-			}
-		}
-	}
+	})
+	return errs
 }
 
-// isCrossSlot reports whether the server refused a call because its keys
-// live in different hash slots.
-func isCrossSlot(err error) bool {
-	var re redis.Error
-	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "CROSSSLOT")
-}
-
-// runAll runs markDoneAllScript with the op timeout and checks that it
-// replied one integer per key.
-func (s *RedisStore) runAll(ctx context.Context, keys []string, args []any) ([]int64, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
-	defer cancel()
-	replies, err := markDoneAllScript.Run(ctx, s.client, keys, args...).Int64Slice()
-	if err != nil {
-		return nil, err
-	}
-	if len(replies) != len(keys) {
-		return nil, fmt.Errorf("unexpected script reply: %d values for %d keys", len(replies), len(keys))
-	}
-	return replies, nil
-}
-
-// batchCalls checks every request (reporting bad ones through fail), runs
-// script for the good ones in pipelines, and returns their calls with the
-// index of each call's request.
-func (s *RedisStore) batchCalls(ctx context.Context, op string, script *redis.Script, reqs []Ref, name string, d time.Duration, fail func(int, error)) ([]*call, []int) {
-	calls := make([]*call, 0, len(reqs))
-	idx := make([]int, 0, len(reqs))
+// ExtendAll implements BatchStore: one script call per group of keys (per
+// hash slot on Cluster), all in one pipeline.
+func (s *RedisStore) ExtendAll(ctx context.Context, reqs []Ref, lease time.Duration) []error {
+	errs := make([]error, len(reqs))
+	var good []int
 	for i, r := range reqs {
-		if err := checkArgsDuration(op, r.Key, r.Owner, name, d); err != nil {
-			fail(i, err)
-			continue
+		if errs[i] = checkArgsDuration(opExtend, r.Key, r.Owner, "lease", lease); errs[i] == nil {
+			good = append(good, i)
 		}
-		calls = append(calls, &call{script: script, key: r.Key, args: []any{r.Owner, millis(d)}, done: make(chan struct{})})
-		idx = append(idx, i)
 	}
-	if err := ctx.Err(); err != nil {
-		for _, c := range calls {
-			c.err = err
+	s.eachGrouped(ctx, extendAllScript, reqs, good, millis(lease), func(i int, n int64, err error) {
+		key := reqs[i].Key
+		switch {
+		case err != nil:
+			errs[i] = opError(opExtend, key, err)
+		case n == replyWrongType:
+			errs[i] = opError(opExtend, key, ErrNotOwner)
+		default:
+			errs[i] = s.owned(opExtend, key, n, nil)
 		}
-		return calls, idx
+	})
+	return errs
+}
+
+// eachGrouped runs script (a many-keys script) for the requests of reqs
+// at idx through runGrouped, and calls answer with each one's position in
+// reqs and its reply or error.
+func (s *RedisStore) eachGrouped(ctx context.Context, script *redis.Script, reqs []Ref, idx []int, shared any, answer func(i int, n int64, err error)) {
+	if len(idx) == 0 {
+		return
 	}
-	for start := 0; start < len(calls); start += maxBatch {
-		sendBatch(ctx, s.client, s.opTimeout, calls[start:min(start+maxBatch, len(calls))])
+	keys := make([]string, len(idx))
+	owners := make([]string, len(idx))
+	for k, i := range idx {
+		keys[k], owners[k] = reqs[i].Key, reqs[i].Owner
 	}
-	return calls, idx
+	replies, errs := s.runGrouped(ctx, script, keys, shared, owners)
+	for k, i := range idx {
+		answer(i, replies[k], errs[k])
+	}
+}
+
+// noteError reacts to a failed call. On Cluster, a node that cannot be
+// reached (killed, partitioned) or a cluster that says it is down or busy
+// moving slots makes the client load the slot map again: go-redis does so
+// by itself after MOVED, ASK and READONLY replies, but not after a
+// connection failure, so that without this the slots of a killed master
+// would keep going to it until the periodic reload (a minute) even though
+// a replica took over within seconds. Loads are shared and spaced by
+// go-redis.
+func (s *RedisStore) noteError(ctx context.Context, err error) {
+	cc, ok := s.client.(*redis.ClusterClient)
+	if !ok || !Unavailable(err) || errors.Is(err, context.Canceled) {
+		return
+	}
+	cc.ReloadState(ctx)
 }

@@ -17,7 +17,7 @@ const (
 	replyOK         = 1  // claim: claimed; others: the transition happened
 	replyDone       = 2  // claim: the key is done
 	replyInProgress = 3  // claim: another owner holds the claim
-	replyWrongType  = -1 // mark done (batched): the key holds another type
+	replyWrongType  = -1 // batched scripts: the key holds another type
 )
 
 // claimScript: KEYS[1] key, ARGV[1] owner, ARGV[2] lease in ms.
@@ -74,13 +74,41 @@ redis.call('DEL', KEYS[1])
 return 1
 `)
 
-// markDoneAllScript marks many keys done in one call, each as
-// markDoneScript does: KEYS the keys, ARGV[1] the ttl in ms, ARGV[i+1] the
-// owner of KEYS[i]. It replies one markDoneScript reply per key, or
-// replyWrongType for a key that holds another type than a string (so that
-// one such key fails alone, not the whole batch). One script call costs
-// Redis far less than one per key, but every key must live on the same
-// server: it is used only with a single-node client.
+// The scripts below work on many keys in one call (see runGrouped): KEYS
+// the keys, ARGV[1] a value shared by every key, ARGV[i+1] the owner of
+// KEYS[i]. Each replies one integer per key, as its one-key script would,
+// or replyWrongType for a key that holds another type than a string (so
+// that one such key fails alone, not the whole call). One script call
+// costs Redis far less than one per key, but Redis Cluster takes the keys
+// of one call only if they share a hash slot: runGrouped groups them so.
+
+// claimAllScript is claimScript for many keys; ARGV[1] is the lease in ms.
+var claimAllScript = redis.NewScript(`
+local out = {}
+for i, k in ipairs(KEYS) do
+  local owned = 'p:' .. ARGV[i + 1]
+  local v = redis.pcall('GET', k)
+  if type(v) == 'table' and v.err then
+    out[i] = -1
+  elseif not v then
+    redis.call('SET', k, owned, 'PX', ARGV[1])
+    out[i] = 1
+  elseif v == 'd' then
+    out[i] = 2
+  elseif v == owned then
+    redis.call('PEXPIRE', k, ARGV[1])
+    out[i] = 1
+  elseif string.sub(v, 1, 2) == 'p:' then
+    out[i] = 3
+  else
+    out[i] = 0
+  end
+end
+return out
+`)
+
+// markDoneAllScript is markDoneScript for many keys; ARGV[1] is the ttl
+// in ms.
 var markDoneAllScript = redis.NewScript(`
 local out = {}
 for i, k in ipairs(KEYS) do
@@ -93,6 +121,24 @@ for i, k in ipairs(KEYS) do
     out[i] = 0
   else
     redis.call('SET', k, 'd', 'PX', ARGV[1])
+    out[i] = 1
+  end
+end
+return out
+`)
+
+// extendAllScript is extendScript for many keys; ARGV[1] is the lease in
+// ms.
+var extendAllScript = redis.NewScript(`
+local out = {}
+for i, k in ipairs(KEYS) do
+  local v = redis.pcall('GET', k)
+  if type(v) == 'table' and v.err then
+    out[i] = -1
+  elseif v ~= 'p:' .. ARGV[i + 1] then
+    out[i] = 0
+  else
+    redis.call('PEXPIRE', k, ARGV[1])
     out[i] = 1
   end
 end

@@ -137,4 +137,6 @@ type BatchStore interface {
 	ClaimAll(ctx context.Context, reqs []Ref, lease time.Duration) (res []ClaimResult)
 	// MarkDoneAll is MarkDone for every request; errs[i] answers reqs[i].
 	MarkDoneAll(ctx context.Context, reqs []Ref, ttl time.Duration) (errs []error)
+	// ExtendAll is Extend for every request; errs[i] answers reqs[i].
+	ExtendAll(ctx context.Context, reqs []Ref, lease time.Duration) (errs []error)
 }

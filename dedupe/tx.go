@@ -66,6 +66,7 @@ func (s *RedisStore) MarkDoneWith(ctx context.Context, key, owner string, ttl ti
 	case errors.Is(err, redis.TxFailedErr):
 		return ErrNotOwner // the claim changed between the check and the commit
 	}
+	s.noteError(ctx, err)
 	return opError(opMarkDone, key, err)
 }
 

@@ -27,16 +27,22 @@ const redactedSecret = "xxxxx"
 //	redis://[user:pass@]host[:port][/db][?option=value...]
 //	rediss://[user:pass@]host[:port][/db][?option=value...]
 //	redis://[user:pass@]host1:port,host2:port[?option=value...]
+//	redis-cluster://[user:pass@]host[:port][,host2:port...][?option=value...]
+//	rediss-cluster://[user:pass@]host[:port][,host2:port...][?option=value...]
 //	redis-sentinel://[user:pass@]host1:port,host2:port/mastername[/db][?option=value...]
 //
 // One host gives a single-server client; rediss uses TLS 1.2 or later
 // with the host as server name. A comma list of hosts gives a Cluster
 // client (db must be 0); with rediss every node is verified against the
-// first host's name. redis-sentinel gives a Sentinel client: the hosts are
-// sentinels (default port 26379), the path names the master, and user and
-// password authenticate to the master and replicas only; set
-// SentinelUsername and SentinelPassword on the result if the sentinels
-// need them. Ports default to 6379 otherwise.
+// first host's name. redis-cluster (rediss-cluster with TLS) gives a
+// Cluster client however many hosts it names: for a cluster reached
+// through one address (a DNS name or a load balancer in front of its
+// nodes), the client learns the other nodes from the one it reaches.
+// redis-sentinel gives a Sentinel client: the hosts are sentinels
+// (default port 26379), the path names the master, and user and password
+// authenticate to the master and replicas only; set SentinelUsername and
+// SentinelPassword on the result if the sentinels need them. Ports
+// default to 6379 otherwise.
 //
 // Options in the query are those of a single-server URL (for example
 // dial_timeout=3s or pool_size=20). ContextTimeoutEnabled is set, so that
@@ -75,7 +81,7 @@ type redisURL struct {
 func splitRedisURL(raw string) (redisURL, error) {
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok || scheme == "" {
-		return redisURL{}, errors.New("dedupe: parse redis URL: missing scheme (want redis://, rediss:// or redis-sentinel://)")
+		return redisURL{}, errors.New("dedupe: parse redis URL: missing scheme (want redis://, rediss://, redis-cluster://, rediss-cluster:// or redis-sentinel://)")
 	}
 	if i := strings.IndexAny(rest, "/?#"); i >= 0 && strings.Contains(rest[i:], "@") {
 		return redisURL{}, errors.New(`dedupe: parse redis URL: "@" after the host; percent-encode "/", "?" and "#" in the user name and password`)
@@ -98,9 +104,9 @@ func splitRedisURL(raw string) (redisURL, error) {
 // check reports an unknown scheme or an empty host.
 func (p redisURL) check() error {
 	switch p.scheme {
-	case "redis", "rediss", "redis-sentinel":
+	case "redis", "rediss", "redis-cluster", "rediss-cluster", "redis-sentinel":
 	default:
-		return p.errorf("unsupported scheme %q (want redis, rediss or redis-sentinel)", p.scheme)
+		return p.errorf("unsupported scheme %q (want redis, rediss, redis-cluster, rediss-cluster or redis-sentinel)", p.scheme)
 	}
 	for _, h := range p.hosts {
 		if h == "" {
@@ -115,14 +121,16 @@ func (p redisURL) options() (*redis.UniversalOptions, error) {
 	if p.scheme == "redis-sentinel" {
 		return p.sentinelOptions()
 	}
-	o, err := redis.ParseURL(p.single(p.scheme, p.path))
+	scheme, cluster := strings.CutSuffix(p.scheme, "-cluster")
+	o, err := redis.ParseURL(p.single(scheme, p.path))
 	if err != nil {
 		return nil, err
 	}
 	opts := universalOptions(o)
-	if len(p.hosts) == 1 {
+	if len(p.hosts) == 1 && !cluster {
 		return opts, nil
 	}
+	opts.IsClusterMode = true
 	if opts.DB != 0 {
 		return nil, errors.New("a cluster has only database 0")
 	}

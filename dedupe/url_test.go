@@ -54,6 +54,28 @@ func TestParseRedisURLCluster(t *testing.T) {
 	}
 }
 
+func TestParseRedisURLClusterScheme(t *testing.T) {
+	opts, err := dedupe.ParseRedisURL("redis-cluster://u:p@cluster.internal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(opts.Addrs, []string{"cluster.internal:6379"}) || !opts.IsClusterMode || opts.TLSConfig != nil ||
+		opts.Password != "p" || opts.MasterName != "" {
+		t.Fatalf("unexpected options: %+v", opts)
+	}
+	opts, err = dedupe.ParseRedisURL("rediss-cluster://n1:7000,n2:7001?dial_timeout=2s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(opts.Addrs, []string{"n1:7000", "n2:7001"}) || !opts.IsClusterMode ||
+		opts.TLSConfig == nil || opts.TLSConfig.ServerName != "n1" || opts.DialTimeout != 2*time.Second {
+		t.Fatalf("unexpected options: %+v", opts)
+	}
+	if _, err := dedupe.ParseRedisURL("redis-cluster://n1/2"); err == nil || !strings.Contains(err.Error(), "database 0") {
+		t.Fatalf("a cluster URL with db 2: error %v", err)
+	}
+}
+
 func TestParseRedisURLSentinel(t *testing.T) {
 	opts, err := dedupe.ParseRedisURL("redis-sentinel://u:p@s1:26380,s2/my%20master/2")
 	if err != nil {

@@ -6,7 +6,8 @@
 #   bash scripts/test.sh -short     # extra args go to `go test`, before the packages
 #   bash scripts/test.sh -run TestX -v
 #
-# WARREN_TEST_PKGS overrides the package list (default ./...).
+# WARREN_TEST_PKGS overrides the package list (default ./... but internal/clustertest, which
+# scripts/cluster-test.sh runs against a cluster of its own).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -22,5 +23,7 @@ if [[ "$(go env CGO_ENABLED)" != 1 ]]; then
 	race=()
 fi
 
-# shellcheck disable=SC2086 # WARREN_TEST_PKGS is a space-separated package list
-exec go test "${race[@]}" -count=1 -timeout 12m "$@" ${WARREN_TEST_PKGS:-./...}
+# The Cluster tests need a cluster of their own: scripts/cluster-test.sh runs them.
+pkgs="${WARREN_TEST_PKGS:-$(go list ./... | grep -v /internal/clustertest)}"
+# shellcheck disable=SC2086 # pkgs is a space-separated package list
+exec go test "${race[@]}" -count=1 -timeout 12m "$@" $pkgs

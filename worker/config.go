@@ -192,10 +192,6 @@ func (d *Delays) Decode(s string) error {
 	return nil
 }
 
-// defaultLeaseMargin is what a single run's lease (Execute) adds to the
-// handler timeout: it is not renewed.
-const defaultLeaseMargin = 10 * time.Second
-
 // WithDefaults returns c with every zero field set to its default (the
 // Default* constants; RetryDelays to retry.DefaultDelays). New applies it
 // once; Validate checks what it returns.

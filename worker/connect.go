@@ -20,6 +20,7 @@ type runtime struct {
 	publish *broker.Conn
 	pub     *broker.Publisher
 	store   dedupe.BatchStore
+	tx      dedupe.TxStore // the store's transactional done mark; nil if none
 	redis   redis.UniversalClient
 }
 
@@ -65,7 +66,7 @@ func (w *Worker) openStore(rt *runtime, routes []Route) error {
 		w.health.setStoreUsed() // fail closed: readiness follows the store
 	}
 	if w.cfg.Store != nil {
-		rt.store = batchStore(w.cfg.Store)
+		rt.store, rt.tx = batchStore(w.cfg.Store), txStoreOf(w.cfg.Store)
 		return nil
 	}
 	opts, err := dedupe.ParseRedisURL(w.cfg.RedisURL)
@@ -80,7 +81,7 @@ func (w *Worker) openStore(rt *runtime, routes []Route) error {
 	if err != nil {
 		return err
 	}
-	rt.store = store
+	rt.store, rt.tx = store, store
 	return nil
 }
 

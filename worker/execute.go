@@ -65,14 +65,14 @@ func (e *executor) underClaim(hctx context.Context, j *job) result {
 	case status == dedupe.Done:
 		return result{Decision: Decision{Outcome: OutcomeDuplicate}}
 	case status == dedupe.InProgress:
-		rounds, _ := j.bd.Headers[HeaderInProgress].(int32)
+		rounds, _ := j.d.Headers[HeaderInProgress].(int32)
 		delay := e.policy.WaitTier(int(rounds)+1, e.claims.lease)
 		return unspent(delay, KindInProgress, errors.New("message is being processed elsewhere"))
 	}
 	j.holds = true
 	var tx *txWrites
 	ctx := hctx
-	if _, ok := e.claims.store.(dedupe.TxStore); ok {
+	if e.claims.tx != nil {
 		tx = &txWrites{key: j.d.IdempotencyKey}
 		ctx = context.WithValue(hctx, txKey{}, tx)
 	}
@@ -92,19 +92,34 @@ func (e *executor) underClaim(hctx context.Context, j *job) result {
 }
 
 // claim is the job's claim: the one intake took (which the keeper renews
-// while the job waits for a handler), or one taken now.
+// while the job waits for a handler, and confirms before it runs), or one
+// taken now.
 func (e *executor) claim(hctx context.Context, j *job) (dedupe.Status, error) {
 	if !j.claimed {
 		j.owner = broker.NewMessageID()
-		return e.claims.store.Claim(hctx, j.d.IdempotencyKey, j.owner, e.claims.lease)
+		j.claimed, j.claimedAt = true, time.Now()
+		j.status, j.cerr = e.claims.store.Claim(hctx, j.d.IdempotencyKey, j.owner, e.claims.lease)
+		if j.ownClaim() {
+			e.claims.hold(j, j.claimedAt)
+		}
+		return j.status, j.cerr
 	}
-	if j.ownClaim() && e.claims.keeper != nil && e.claims.keeper.isLost(j.claim) {
-		// A renewal found it gone while the job waited: someone else
-		// may have taken it since.
+	if !j.ownClaim() {
+		return j.status, j.cerr
+	}
+	err := e.claims.keeper.confirm(hctx, j.claim)
+	switch {
+	case err == nil:
+		return dedupe.Claimed, nil
+	case errors.Is(err, dedupe.ErrNotOwner):
+		// It lapsed or was lost while the job waited: someone else may
+		// have taken it since.
 		e.claims.settled(j)
 		return dedupe.InProgress, nil
+	default:
+		e.claims.settled(j)
+		return 0, err
 	}
-	return j.status, j.cerr
 }
 
 // call runs the handler with its timeout, recovering a panic. It is the
@@ -131,7 +146,7 @@ func (e *executor) call(hctx context.Context, d *Delivery) (err error) {
 // that cannot happen the writes are not applied, so the message must run
 // again: it is requeued (the attempt is not spent).
 func (e *executor) commit(hctx context.Context, j *job, tx *txWrites) result {
-	store := e.claims.store.(dedupe.TxStore)
+	store := e.claims.tx
 	var res result
 	withRetries(hctx, func() bool {
 		err := store.MarkDoneWith(hctx, j.d.IdempotencyKey, j.owner, e.ttl, tx.all)
@@ -175,6 +190,10 @@ type ExecuteOptions struct {
 	Store dedupe.Store
 	// DedupeTTL is how long a done mark is kept. 0 means DefaultDedupeTTL.
 	DedupeTTL time.Duration
+	// DedupeLease is the claim's lease, renewed while the handler runs,
+	// and what a message in progress elsewhere waits on (its tier).
+	// 0 means DefaultDedupeLease.
+	DedupeLease time.Duration
 	// Logger receives the handler's logs. nil means none.
 	Logger *zap.Logger
 }
@@ -196,11 +215,37 @@ type Execution struct {
 // or acked. It is what workertest.Run calls; d.Attempt and
 // d.IdempotencyKey are used as given.
 func Execute(ctx context.Context, h Handler, d *Delivery, o ExecuteOptions) Execution {
+	e := o.executor(h)
+	if e.claims != nil {
+		// The claim is renewed while the handler runs, as in a worker.
+		kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() { defer close(done); e.claims.keeper.run(kctx) }()
+		defer func() { cancel(); <-done }()
+	}
+	start := time.Now()
+	j := &job{d: d, start: start}
+	res := e.execute(ctx, j)
+	switch {
+	case j.markDone:
+		err := e.claims.store.MarkDone(context.WithoutCancel(ctx), d.IdempotencyKey, j.owner, e.ttl)
+		if err != nil {
+			e.log.Warn("done mark not stored", zap.Error(err))
+		}
+		e.claims.settled(j)
+	case j.holds:
+		e.claims.release(context.WithoutCancel(ctx), j)
+	}
+	return Execution{Decision: res.Decision, Err: res.err, Duration: time.Since(start)}
+}
+
+// executor is the execute stage that Execute runs, o's defaults filled.
+func (o ExecuteOptions) executor(h Handler) *executor {
 	log := o.Logger
 	if log == nil {
 		log = zap.NewNop()
 	}
-	e := executor{handler: h, timeout: o.Timeout, policy: o.Policy.WithDefaults(), log: log,
+	e := &executor{handler: h, timeout: o.Timeout, policy: o.Policy.WithDefaults(), log: log,
 		ttl: o.DedupeTTL, health: &health{}}
 	if e.timeout == 0 {
 		e.timeout = DefaultHandlerTimeout
@@ -209,18 +254,13 @@ func Execute(ctx context.Context, h Handler, d *Delivery, o ExecuteOptions) Exec
 		e.ttl = DefaultDedupeTTL
 	}
 	if o.Store != nil {
-		e.claims = &claims{store: batchStore(o.Store), lease: e.timeout + defaultLeaseMargin, log: log}
-	}
-	start := time.Now()
-	j := &job{d: d, start: start}
-	res := e.execute(ctx, j)
-	switch {
-	case j.markDone:
-		if err := e.claims.store.MarkDone(context.WithoutCancel(ctx), d.IdempotencyKey, j.owner, e.ttl); err != nil {
-			log.Warn("done mark not stored", zap.Error(err))
+		lease := o.DedupeLease
+		if lease == 0 {
+			lease = DefaultDedupeLease
 		}
-	case j.holds:
-		e.claims.release(context.WithoutCancel(ctx), j)
+		store := batchStore(o.Store)
+		e.claims = &claims{store: store, tx: txStoreOf(o.Store), lease: lease, log: log,
+			keeper: newKeeper(store, lease, log, e.health)}
 	}
-	return Execution{Decision: res.Decision, Err: res.err, Duration: time.Since(start)}
+	return e
 }

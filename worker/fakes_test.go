@@ -30,10 +30,11 @@ const (
 // drops results with broker.ErrStale once closed, as a channel that died
 // in a reconnect does.
 type fakeAcks struct {
-	mu      sync.Mutex
-	results map[uint64]string
-	closed  atomic.Bool
-	settled chan uint64
+	attempts atomic.Int32 // results sent, dropped ones included
+	mu       sync.Mutex
+	results  map[uint64]string
+	closed   atomic.Bool
+	settled  chan uint64
 }
 
 func newFakeAcks() *fakeAcks {
@@ -41,6 +42,7 @@ func newFakeAcks() *fakeAcks {
 }
 
 func (a *fakeAcks) record(tag uint64, how string) error {
+	a.attempts.Add(1)
 	if a.closed.Load() {
 		return broker.ErrStale
 	}
@@ -145,6 +147,21 @@ type flakyStore struct {
 	markFails atomic.Int32 // MarkDoneAll calls still to fail
 	marks     atomic.Int32 // MarkDoneAll calls made
 	releases  atomic.Int32
+	extends   atomic.Int32 // ExtendAll calls made
+	hang      atomic.Bool  // ExtendAll waits for its context to end
+}
+
+func (s *flakyStore) ExtendAll(ctx context.Context, reqs []dedupe.Ref, lease time.Duration) []error {
+	s.extends.Add(1)
+	if s.hang.Load() {
+		<-ctx.Done()
+		errs := make([]error, len(reqs))
+		for i := range errs {
+			errs[i] = ctx.Err()
+		}
+		return errs
+	}
+	return s.MemoryStore.ExtendAll(ctx, reqs, lease)
 }
 
 var errStoreDown = errors.New("dial tcp 127.0.0.1:1: connection refused")
@@ -188,6 +205,7 @@ type rigOptions struct {
 	dedupe      bool
 	copies      *fakeCopies
 	timeout     time.Duration // 0 means 5s
+	lease       time.Duration // 0 means a minute
 	policy      retry.Policy  // zero means tiers 1s, 10s and 3 attempts
 }
 
@@ -201,6 +219,9 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	}
 	if o.timeout == 0 {
 		o.timeout = 5 * time.Second
+	}
+	if o.lease == 0 {
+		o.lease = time.Minute
 	}
 	if o.policy.Delays == nil {
 		o.policy = retry.Policy{Delays: []time.Duration{time.Second, 10 * time.Second}, MaxAttempts: 3}
@@ -217,7 +238,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		prefix: "test", host: "host", health: r.health, log: log, metrics: m.forQueue("q")}
 	if o.dedupe {
 		r.store = &flakyStore{MemoryStore: dedupe.NewMemory()}
-		c.claims = &claims{store: r.store, lease: time.Minute, log: log, keeper: newKeeper(r.store, time.Minute, log, r.health)}
+		c.claims = &claims{store: r.store, lease: o.lease, log: log, keeper: newKeeper(r.store, o.lease, log, r.health)}
 	}
 	r.m = m
 	r.pipe = newPipeline(c)

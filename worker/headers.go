@@ -138,6 +138,7 @@ func (c copier) deadLetter(bd *broker.Delivery, d *Delivery, res result) broker.
 	m.Expiration = "" // as the broker does when it dead-letters: a dead letter never expires
 	h := copyHeaders(bd, d)
 	c.failureHeaders(h, res, d.Attempt)
+	delete(h, HeaderInProgress) // a replay starts its waits afresh
 	h[HeaderDeadLetterReason] = res.Reason
 	m.Headers = h
 	return m

@@ -24,9 +24,10 @@ func claimBatchSize(concurrency int) int { return min(maxClaimBatch, concurrency
 // claims takes, renews and gives up a route's dedupe claims.
 type claims struct {
 	store  dedupe.BatchStore
+	tx     dedupe.TxStore // the store's transactional done mark; nil if none
 	lease  time.Duration
 	log    *zap.Logger
-	keeper *keeper // renews what is held; nil for a single run (Execute)
+	keeper *keeper // renews what is held
 }
 
 // hold has the keeper renew j's claim from now on.

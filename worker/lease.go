@@ -12,19 +12,20 @@ import (
 )
 
 // heldClaim is a claim a pipeline holds, from intake's claim until its
-// message is settled.
+// message is settled. Its fields are the keeper's, under its mutex.
 type heldClaim struct {
 	key, owner string
 	renewed    time.Time // last taken or renewed
-	lost       bool      // the store no longer had it on a renewal
+	gone       string    // why the store no longer has it; "" while held
 }
 
 // keeper is a route's heartbeat: every third of the lease it renews every
 // claim the route holds (claimed and waiting for a handler, running, or
-// waiting for its done mark), so that a claim lapses only when its worker
-// is gone (killed, cut off from the store or stalled) for a whole lease.
+// waiting for its done mark) in one batch call, so that a claim lapses
+// only when its worker is gone (killed, cut off from the store or
+// stalled) for a whole lease.
 type keeper struct {
-	store  dedupe.Store
+	store  dedupe.BatchStore
 	lease  time.Duration
 	log    *zap.Logger
 	health storeHealth
@@ -33,7 +34,7 @@ type keeper struct {
 	held map[*heldClaim]struct{}
 }
 
-func newKeeper(store dedupe.Store, lease time.Duration, log *zap.Logger, health storeHealth) *keeper {
+func newKeeper(store dedupe.BatchStore, lease time.Duration, log *zap.Logger, health storeHealth) *keeper {
 	return &keeper{store: store, lease: lease, log: log, health: health, held: map[*heldClaim]struct{}{}}
 }
 
@@ -56,16 +57,11 @@ func (k *keeper) drop(h *heldClaim) {
 	k.mu.Unlock()
 }
 
-// lostReason says why a claim that the store no longer has is gone: it
-// lapsed (not renewed for a whole lease) or the store lost it (it was
-// renewed in time; the store restarted or failed over without it).
-func (k *keeper) lostReason(h *heldClaim) string {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if h == nil {
-		return "the claim was lost"
-	}
-	if since := time.Since(h.renewed); since > k.lease {
+// goneReason says why a claim renewed last at renewed is gone, as found
+// at now: it lapsed (not renewed for a whole lease) or the store lost it
+// (it was renewed in time; the store restarted or failed over without it).
+func (k *keeper) goneReason(renewed, now time.Time) string {
+	if since := now.Sub(renewed); since > k.lease {
 		return "the claim expired: it was not renewed for " + since.Round(time.Millisecond).String() +
 			" (the store was unreachable or the worker stalled), and the message may have run elsewhere;" +
 			" check the store and the worker's CPU, or raise WARREN_DEDUPE_LEASE"
@@ -74,11 +70,45 @@ func (k *keeper) lostReason(h *heldClaim) string {
 		" the message may run again"
 }
 
-// isLost reports whether a renewal found the claim gone.
-func (k *keeper) isLost(h *heldClaim) bool {
+// lostReason says why h's claim, which the store refused, is gone: what
+// the renewal that found it gone saw, or else what can be told now.
+func (k *keeper) lostReason(h *heldClaim) string {
+	if h == nil {
+		return "the claim was lost"
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return h != nil && h.lost
+	if h.gone != "" {
+		return h.gone
+	}
+	return k.goneReason(h.renewed, time.Now())
+}
+
+// confirm makes sure h is still held before its job runs: a renewal found
+// it gone (dedupe.ErrNotOwner), or it was not renewed for two thirds of a
+// lease (the store was slow or unreachable), in which case it is renewed
+// now and the store's answer returned.
+func (k *keeper) confirm(ctx context.Context, h *heldClaim) error {
+	k.mu.Lock()
+	gone, renewed := h.gone != "", h.renewed
+	k.mu.Unlock()
+	switch {
+	case gone:
+		return dedupe.ErrNotOwner
+	case time.Since(renewed) < k.lease*2/3:
+		return nil
+	}
+	start := time.Now()
+	err := k.store.Extend(ctx, h.key, h.owner, k.lease)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	switch {
+	case err == nil:
+		h.renewed = start
+	case errors.Is(err, dedupe.ErrNotOwner):
+		h.gone = k.goneReason(h.renewed, start)
+	}
+	return err
 }
 
 // run renews the held claims every third of the lease until ctx ends.
@@ -95,38 +125,52 @@ func (k *keeper) run(ctx context.Context) {
 	}
 }
 
-// renew extends every held claim once.
+// renew extends every held claim in one batch call, bounded by a third of
+// a lease so that one slow call does not hold up the next round.
 func (k *keeper) renew(ctx context.Context) {
 	k.mu.Lock()
 	claims := make([]*heldClaim, 0, len(k.held))
+	refs := make([]dedupe.Ref, 0, len(k.held))
 	for h := range k.held {
-		if !h.lost {
+		if h.gone == "" {
 			claims = append(claims, h)
+			refs = append(refs, dedupe.Ref{Key: h.key, Owner: h.owner})
 		}
 	}
 	k.mu.Unlock()
-	down := false
-	for _, h := range claims {
-		now := time.Now()
-		err := k.store.Extend(ctx, h.key, h.owner, k.lease)
-		if ctx.Err() != nil {
-			return
-		}
-		k.mu.Lock()
-		switch {
+	if len(refs) == 0 {
+		return
+	}
+	start := time.Now()
+	rctx, cancel := context.WithTimeout(ctx, max(k.lease/3, time.Millisecond))
+	errs := k.store.ExtendAll(rctx, refs, k.lease)
+	cancel()
+	if ctx.Err() != nil {
+		return
+	}
+	k.record(claims, errs, start)
+}
+
+// record notes what a renewal round found.
+func (k *keeper) record(claims []*heldClaim, errs []error, start time.Time) {
+	var failed error
+	failures, down := 0, false
+	k.mu.Lock()
+	for i, h := range claims {
+		switch err := errs[i]; {
 		case err == nil:
-			h.renewed = now
+			h.renewed = start
 		case errors.Is(err, dedupe.ErrNotOwner):
-			h.lost = true
+			h.gone = k.goneReason(h.renewed, start)
 		default:
+			failures, failed = failures+1, err
 			down = down || dedupe.Unavailable(err)
 		}
-		k.mu.Unlock()
-		if err != nil && !errors.Is(err, dedupe.ErrNotOwner) {
-			k.log.Debug("renewing a dedupe claim failed", zap.String("key", h.key), zap.Error(err))
-		}
 	}
-	if len(claims) > 0 {
-		k.health.storeResult(down)
+	k.mu.Unlock()
+	k.health.storeResult(down)
+	if failures > 0 {
+		k.log.Warn("renewing dedupe claims failed; a claim not renewed within its lease lapses",
+			zap.Int("claims", failures), zap.Duration("lease", k.lease), zap.Error(failed))
 	}
 }

@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
 	"github.com/warrenmq/warren/dedupe"
 )
 
@@ -55,21 +58,7 @@ func TestKeeperRenewsRunningClaim(t *testing.T) {
 // not run: its message goes round the first tier as in progress, without
 // spending an attempt, and the round is counted on it.
 func TestKeeperLostClaimIsNotRun(t *testing.T) {
-	var runs atomic.Int32
-	entered, proceed := make(chan struct{}), make(chan struct{})
-	r := newRig(t, rigOptions{dedupe: true, concurrency: 1, handler: HandlerFunc(func(ctx context.Context, d *Delivery) error {
-		runs.Add(1)
-		if d.MessageID == "m1" {
-			close(entered)
-			<-proceed
-		}
-		return nil
-	})})
-	r.start()
-	r.deliver("m1", nil)
-	<-entered
-	r.deliver("m2", nil)
-	waitFor(t, func() bool { return r.store.Len() == 2 }) // m2 claimed, waiting
+	r, runs, proceed := m2WaitsClaimed(t)
 	// The store loses m2's claim, another worker takes it, and the next
 	// renewal finds it gone.
 	if err := r.store.Release(context.Background(), r.key("m2"), ownerOf(t, r, "m2")); err != nil {
@@ -97,6 +86,30 @@ func TestKeeperLostClaimIsNotRun(t *testing.T) {
 	}
 }
 
+// m2WaitsClaimed starts a one-handler rig whose handler holds m1 until
+// proceed is closed, while m2 waits for the handler, claimed. runs counts
+// handler runs.
+func m2WaitsClaimed(t *testing.T) (r *rig, runs *atomic.Int32, proceed chan struct{}) {
+	t.Helper()
+	runs = new(atomic.Int32)
+	entered := make(chan struct{})
+	proceed = make(chan struct{})
+	r = newRig(t, rigOptions{dedupe: true, concurrency: 1, handler: HandlerFunc(func(ctx context.Context, d *Delivery) error {
+		runs.Add(1)
+		if d.MessageID == "m1" {
+			close(entered)
+			<-proceed
+		}
+		return nil
+	})})
+	r.start()
+	r.deliver("m1", nil)
+	<-entered
+	r.deliver("m2", nil)
+	waitFor(t, func() bool { return r.store.Len() == 2 }) // m2 claimed, waiting
+	return r, runs, proceed
+}
+
 // ownerOf is the owner of the claim the rig's keeper renews for id.
 func ownerOf(t *testing.T, r *rig, id string) string {
 	t.Helper()
@@ -113,16 +126,75 @@ func ownerOf(t *testing.T, r *rig, id string) string {
 }
 
 // The warning for a claim found gone says whether it expired (not
-// renewed for a lease) or was lost with the store (renewed in time).
+// renewed for a lease) or was lost with the store (renewed in time), as
+// the renewal that found it gone saw, however late the done mark comes.
 func TestKeeperLostReason(t *testing.T) {
-	k := newKeeper(dedupe.NewMemory(), time.Second, nil, &health{})
-	fresh := k.hold("k1", "o1", time.Now())
-	stale := k.hold("k2", "o2", time.Now().Add(-5*time.Second))
+	k := newKeeper(dedupe.NewMemory(), time.Second, zap.NewNop(), &health{})
+	now := time.Now()
+	fresh := k.hold("k1", "o1", now.Add(-500*time.Millisecond))
+	stale := k.hold("k2", "o2", now.Add(-5*time.Second))
+	k.record([]*heldClaim{fresh, stale}, []error{dedupe.ErrNotOwner, dedupe.ErrNotOwner}, now)
 	if got := k.lostReason(fresh); !strings.Contains(got, "lost with the store") || strings.Contains(got, "WARREN_DEDUPE_LEASE") {
 		t.Errorf("renewed in time: %q", got)
 	}
 	if got := k.lostReason(stale); !strings.Contains(got, "expired") || !strings.Contains(got, "WARREN_DEDUPE_LEASE") {
 		t.Errorf("not renewed for 5s: %q", got)
+	}
+}
+
+// The pipeline's keeper renews on its own, in batches, and a renewal
+// that hangs is cut off within a third of a lease, so the next round
+// comes.
+func TestKeeperRunsAndBoundsItsRounds(t *testing.T) {
+	entered, proceed := make(chan struct{}), make(chan struct{})
+	r := newRig(t, rigOptions{dedupe: true, lease: 300 * time.Millisecond, handler: HandlerFunc(func(ctx context.Context, d *Delivery) error {
+		close(entered)
+		<-proceed
+		return nil
+	})})
+	r.start()
+	r.deliver("m1", nil)
+	<-entered
+	waitFor(t, func() bool { return r.store.extends.Load() >= 3 })
+	r.store.hang.Store(true)
+	n := r.store.extends.Load()
+	waitFor(t, func() bool { return r.store.extends.Load() >= n+3 }) // hanging rounds end
+	r.store.hang.Store(false)
+	close(proceed)
+	r.acks.waitSettled(t, 1)
+	r.close()
+}
+
+// A claim that lapsed while its job waited for a handler (no renewal got
+// through) is confirmed before the job runs: the store says it is gone,
+// so the message does not run and waits as in progress.
+func TestKeeperConfirmsBeforeRunning(t *testing.T) {
+	r, runs, proceed := m2WaitsClaimed(t)
+	// m2's claim lapsed (not renewed for two leases) and another worker
+	// took it; no renewal round noticed.
+	k := r.pipe.intake.claims.keeper
+	owner := ownerOf(t, r, "m2")
+	k.mu.Lock()
+	for h := range k.held {
+		if h.key == r.key("m2") {
+			h.renewed = time.Now().Add(-2 * k.lease)
+		}
+	}
+	k.mu.Unlock()
+	if err := r.store.Release(context.Background(), r.key("m2"), owner); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := r.store.Claim(context.Background(), r.key("m2"), "other", time.Minute); st != dedupe.Claimed {
+		t.Fatalf("other claim: %v", st)
+	}
+	close(proceed)
+	r.acks.waitSettled(t, 2)
+	r.close()
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("handler ran %d times, want 1 (m2's claim had lapsed)", n)
+	}
+	if q := r.copies.queues(); len(q) != 1 || q[0] != "q.retry.1s" {
+		t.Fatalf("copies %v, want one in progress to q.retry.1s", q)
 	}
 }
 
@@ -147,5 +219,47 @@ func TestInProgressRoundsClimbTheTiers(t *testing.T) {
 	slices.Sort(got)
 	if !slices.Equal(got, want) {
 		t.Fatalf("copies went to %v, want %v", got, want)
+	}
+	// Each copy carries its round, one more than it came with.
+	var seen []int32
+	for _, m := range r.copies.messages {
+		n, _ := m.Headers[HeaderInProgress].(int32)
+		seen = append(seen, n)
+	}
+	slices.Sort(seen)
+	if wantRounds := []int32{1, int32(grace), int32(grace + 1)}; !slices.Equal(seen, wantRounds) {
+		t.Fatalf("rounds on the copies %v, want %v", seen, wantRounds)
+	}
+}
+
+// txOnly is a custom store with a transactional done mark but no batch
+// calls.
+type txOnly struct {
+	dedupe.Store
+	committed atomic.Bool
+}
+
+func (s *txOnly) MarkDoneWith(ctx context.Context, key, owner string, ttl time.Duration, writes func(redis.Pipeliner) error) error {
+	if err := writes(nil); err != nil {
+		return err
+	}
+	if err := s.MarkDone(ctx, key, owner, ttl); err != nil {
+		return err
+	}
+	s.committed.Store(true)
+	return nil
+}
+
+// A store without batch calls keeps its transactional done mark: the
+// adapter that gives it batch calls does not hide CommitWithDone.
+func TestCommitWithDoneOnAStoreWithoutBatchCalls(t *testing.T) {
+	store := &txOnly{Store: &struct{ dedupe.Store }{dedupe.NewMemory()}}
+	h := HandlerFunc(func(ctx context.Context, d *Delivery) error {
+		return CommitWithDone(ctx, func(redis.Pipeliner) error { return nil })
+	})
+	d := &Delivery{Attempt: 1, IdempotencyKey: dedupe.Key("test", "q", "m1")}
+	ex := Execute(context.Background(), h, d, ExecuteOptions{Store: store})
+	if ex.Outcome != OutcomeAck || !store.committed.Load() {
+		t.Fatalf("%+v (%v), committed %v; want ack and a commit", ex.Decision, ex.Err, store.committed.Load())
 	}
 }

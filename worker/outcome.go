@@ -29,7 +29,7 @@ const (
 	KindExhausted   = "retries_exhausted"
 	KindBadAttempt  = "invalid_attempt"
 	KindUnpublished = "copy_failed"
-	KindTooLarge    = "too_large" // the broker refuses copies of the message: its body is over max_message_size
+	KindTooLarge    = "too_large"         // the broker refuses copies of the message: its body is over max_message_size
 	KindDedupe      = "dedupe_error"      // the dedupe store refused the claim
 	KindStoreDown   = "store_unavailable" // retried without an attempt: the store is down
 	KindInProgress  = "in_progress"       // retried without an attempt: claimed elsewhere

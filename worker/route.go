@@ -138,7 +138,15 @@ func (r Route) topology(deliveryLimit int) broker.Topology {
 		}
 		t.Queues = append(t.Queues, broker.Queue{Name: retry.TierQueue(r.Queue, d), Type: r.QueueType, Args: args})
 	}
-	t.Queues = append(t.Queues, broker.Queue{Name: retry.DLQ(r.Queue), Type: r.QueueType})
+	dlq := broker.Queue{Name: retry.DLQ(r.Queue), Type: r.QueueType}
+	if quorum {
+		// Reading a dead letter without taking it (warren dlq, the
+		// console) returns it to the queue, and RabbitMQ 4 drops a quorum
+		// queue's message returned 20 times unless told otherwise. Only
+		// for a new .dlq: an existing one is used as it is (see README).
+		dlq.CreateArgs = map[string]any{"x-delivery-limit": int64(dlqDeliveryLimit)}
+	}
+	t.Queues = append(t.Queues, dlq)
 	if r.Exchange != "" {
 		t.Exchanges = []broker.Exchange{{Name: r.Exchange, Kind: r.ExchangeKind}}
 		for _, k := range r.BindingKeys {
@@ -147,6 +155,10 @@ func (r Route) topology(deliveryLimit int) broker.Topology {
 	}
 	return t
 }
+
+// dlqDeliveryLimit is the x-delivery-limit of a new quorum .dlq: as many
+// reads as anyone will make.
+const dlqDeliveryLimit = 1_000_000_000
 
 // atLeastOnce makes a quorum queue keep a dead-lettered message until the
 // target queue has confirmed it, so an expiring retry copy or a rejected

@@ -74,15 +74,29 @@ func fieldErrorf(field, format string, args ...any) error {
 }
 
 func checkURL(field, raw string, schemes ...string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fieldErrorf(field, "%s is not a valid URL", redact.URL(raw))
+	// A comma-separated list names the nodes of one broker cluster (see
+	// broker.Config.URL): each address is checked, then that they agree.
+	parts := broker.SplitURLs(raw)
+	for i, part := range parts {
+		what := redact.URL(part)
+		if len(parts) > 1 {
+			what = fmt.Sprintf("address %d of %d (%s)", i+1, len(parts), what)
+		}
+		u, err := url.Parse(part)
+		if err != nil {
+			return fieldErrorf(field, "%s is not a valid URL", what)
+		}
+		if !slices.Contains(schemes, u.Scheme) {
+			return fieldErrorf(field, "scheme of %s must be one of %s", what, strings.Join(schemes, ", "))
+		}
+		if u.Host == "" {
+			return fieldErrorf(field, "%s has no host", what)
+		}
 	}
-	if !slices.Contains(schemes, u.Scheme) {
-		return fieldErrorf(field, "scheme of %s must be one of %s", redact.URL(raw), strings.Join(schemes, ", "))
-	}
-	if u.Host == "" {
-		return fieldErrorf(field, "%s has no host", redact.URL(raw))
+	if len(parts) > 1 {
+		if _, err := broker.ParseURLs(raw); err != nil {
+			return fieldErr(field, err)
+		}
 	}
 	return nil
 }

@@ -217,7 +217,7 @@ func (w *Worker) pipelineConfig(rt *runtime, r Route, src source, h Handler) pip
 		log: log, metrics: w.metrics.forQueue(r.Queue),
 	}
 	if r.Dedupe == DedupeOn {
-		c.claims = &claims{store: rt.store, lease: w.cfg.DedupeLease, log: log,
+		c.claims = &claims{store: rt.store, tx: rt.tx, lease: w.cfg.DedupeLease, log: log,
 			keeper: newKeeper(rt.store, w.cfg.DedupeLease, log, &w.health)}
 	}
 	return c

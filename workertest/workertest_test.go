@@ -154,3 +154,19 @@ func TestCommitWithDoneAgainstRedis(t *testing.T) {
 		t.Fatalf("balance after the duplicate: %d, want 5", v)
 	}
 }
+
+// A message claimed elsewhere does not run: it would go round the first
+// tier as in progress, spending no attempt.
+func TestInProgressElsewhere(t *testing.T) {
+	store := dedupe.NewMemory()
+	d := workertest.Delivery([]byte("x"))
+	if st, err := store.Claim(context.Background(), d.IdempotencyKey, "another-worker", time.Minute); err != nil || st != dedupe.Claimed {
+		t.Fatalf("claim: %v, %v", st, err)
+	}
+	ran := false
+	h := worker.HandlerFunc(func(context.Context, *worker.Delivery) error { ran = true; return nil })
+	res := workertest.Run(context.Background(), h, d, workertest.Options{Store: store})
+	if ran || res.Outcome != worker.OutcomeRetry || res.Kind != worker.KindInProgress || res.Delay != retry.DefaultDelays()[0] {
+		t.Fatalf("ran %v, %+v; want an in-progress retry through the first tier", ran, res.Decision)
+	}
+}

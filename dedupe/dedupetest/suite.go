@@ -76,7 +76,7 @@ func newHarness(t *testing.T, newStore func(t *testing.T) (dedupe.Store, Clock))
 		t:      t,
 		store:  s,
 		clock:  c,
-		prefix: fmt.Sprintf("dedupetest:%s:%016x", t.Name(), rand.Uint64()),
+		prefix: fmt.Sprintf("%s%016x", KeyPrefix(t), rand.Uint64()),
 	}
 }
 

@@ -1,0 +1,4 @@
+package dedupe
+
+// Slot is slot, for the tests.
+var Slot = slot
