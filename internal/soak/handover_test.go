@@ -12,7 +12,8 @@ import (
 // flight (delivered to it, no outcome logged) when it was killed.
 type handOver struct {
 	proc     string
-	backlog  int // ready messages in the queues at the kill (last reading)
+	at       time.Time // the kill
+	backlog  int       // ready messages in the queues at the kill (last reading)
 	inFlight int
 	// completed elsewhere: acked (effect and done mark), acked as a
 	// duplicate (the killed worker had stored the mark), or dead-lettered
@@ -47,7 +48,7 @@ func handOvers(procs []*proc, logs map[string]*procLog) []handOver {
 		if how, _ := p.stopInfo(); how != "sigkill" || at.IsZero() || logs[p.name] == nil {
 			continue
 		}
-		h := handOver{proc: p.name, backlog: p.backlogAtKill}
+		h := handOver{proc: p.name, at: at, backlog: p.backlogAtKill}
 		for _, id := range inFlightAt(logs[p.name].events, at) {
 			h.inFlight++
 			if done := completedAfter(procs, logs, p.name, id, at); done.at.IsZero() {
@@ -133,7 +134,7 @@ func ranAfter(procs []*proc, logs map[string]*procLog, skip, id string, t time.T
 // handOverFigures are the soak report's lines on hand-overs: per kill,
 // and the p50 and max over kills of the time until all of a kill's
 // in-flight messages were completed elsewhere, and over messages.
-func handOverFigures(hs []handOver, lease time.Duration, tier time.Duration) []string {
+func handOverFigures(hs []handOver, faults []faultAt, lease time.Duration, tier time.Duration) []string {
 	f := func(format string, args ...any) string { return "SOAK " + fmt.Sprintf(format, args...) }
 	var perKill, perMsg, perRan []time.Duration
 	inFlight, self := 0, 0
@@ -150,13 +151,28 @@ func handOverFigures(hs []handOver, lease time.Duration, tier time.Duration) []s
 		if len(h.ran) > 0 {
 			ran = slices.Max(h.ran)
 		}
-		lines = append(lines, f("  sigkill %s: backlog_at_kill=%d in_flight=%d completed_elsewhere=%d no_completion_after_kill=%d all_completed_after=%s all_ran_again_after=%s",
-			h.proc, h.backlog, h.inFlight, len(h.took), h.self, h.all().Round(time.Millisecond), ran.Round(time.Millisecond)))
+		lines = append(lines, f("  sigkill %s: backlog_at_kill=%d in_flight=%d completed_elsewhere=%d no_completion_after_kill=%d all_completed_after=%s all_ran_again_after=%s other_faults=%v",
+			h.proc, h.backlog, h.inFlight, len(h.took), h.self, h.all().Round(time.Millisecond), ran.Round(time.Millisecond),
+			near(faults, h.at, ran)))
 	}
 	head := f("sigkill_hand_over (kill to completion elsewhere; lease %s, first tier %s): kills=%d (with messages completed elsewhere %d) in_flight=%d completed_elsewhere=%d no_completion_after_kill=%d per_kill p50=%s max=%s per_message p50=%s max=%s ran_again_elsewhere p50=%s max=%s",
 		lease, tier, len(hs), len(perKill), inFlight, len(perMsg), self,
 		quantile(perKill, 0.5), quantile(perKill, 1), quantile(perMsg, 0.5), quantile(perMsg, 1), quantile(perRan, 0.5), quantile(perRan, 1))
 	return append([]string{head}, lines...)
+}
+
+// near lists the faults other than the kill itself that began from 5s
+// before the kill (a stopped worker or Redis may still be down) until
+// window after it, with their offset from the kill.
+func near(faults []faultAt, kill time.Time, window time.Duration) []string {
+	var out []string
+	for _, fa := range faults {
+		d := fa.at.Sub(kill)
+		if d >= -5*time.Second && d <= window && !(fa.kind == faultSIGKILL && d > -time.Second && d <= 0) {
+			out = append(out, fmt.Sprintf("%s@%+.1fs", fa.kind, d.Seconds()))
+		}
+	}
+	return out
 }
 
 // quantile is the q-quantile (nearest rank) of ds, rounded, or "n/a".
@@ -211,6 +227,10 @@ func TestHandOvers(t *testing.T) {
 	ds := []time.Duration{4 * time.Second, time.Second, 3 * time.Second, 2 * time.Second}
 	if q50, q100 := quantile(ds, 0.5), quantile(ds, 1); q50 != "2s" || q100 != "4s" {
 		t.Errorf("p50 %s max %s, want 2s 4s", q50, q100)
+	}
+	faults := []faultAt{{at(995), faultSIGKILL}, {at(2000), faultRedisCrash}, {at(0).Add(-10 * time.Second), faultAMQPCut}, {at(9000), faultRedisCut}}
+	if got := fmt.Sprint(near(faults, at(1000), 3*time.Second)); got != "[redis_crash@+1.0s]" {
+		t.Errorf("faults near the kill: %s, want [redis_crash@+1.0s]", got)
 	}
 	if q := quantile(nil, 0.5); q != "n/a" {
 		t.Errorf("quantile of nothing = %q, want n/a", q)

@@ -122,6 +122,7 @@ type soak struct {
 	mu        sync.Mutex
 	faults    map[string]int
 	faultErrs []string
+	timeline  []faultAt // when each fault began
 }
 
 func (s *soak) since() string { return time.Since(s.start).Round(time.Millisecond).String() }
@@ -526,6 +527,9 @@ func (s *soak) injectFaults(stop <-chan struct{}) {
 }
 
 func (s *soak) inject(kind string) {
+	s.mu.Lock()
+	s.timeline = append(s.timeline, faultAt{at: time.Now(), kind: kind})
+	s.mu.Unlock()
 	sl := s.fleet.slots[s.rng.IntN(len(s.fleet.slots))]
 	what := ""
 	switch kind {
@@ -614,6 +618,18 @@ func (s *soak) restartRedis() {
 		}
 	}
 	s.faultErr(fmt.Sprintf("restarting redis: %v", err))
+}
+
+// faultAt is a fault and when it began.
+type faultAt struct {
+	at   time.Time
+	kind string
+}
+
+func (s *soak) faultTimeline() []faultAt {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]faultAt(nil), s.timeline...)
 }
 
 func (s *soak) faultErr(msg string) {
@@ -982,7 +998,7 @@ func (r *report) figures(ps *pubStats, pub *broker.Publisher, pconn *broker.Conn
 	if len(samples) > 0 {
 		lines = append(lines, f("publish_error_samples=%q", samples))
 	}
-	lines = append(lines, handOverFigures(handOvers(procs, r.logs), workerDuration("WARREN_DEDUPE_LEASE"), retryDelays[0])...)
+	lines = append(lines, handOverFigures(handOvers(procs, r.logs), s.faultTimeline(), workerDuration("WARREN_DEDUPE_LEASE"), retryDelays[0])...)
 	for _, d := range first(r.dupExplained, 10) {
 		lines = append(lines, f("explained_duplicate %s", d))
 	}
