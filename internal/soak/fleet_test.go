@@ -50,9 +50,12 @@ type proc struct {
 	done    chan struct{} // closed when the process has exited
 	err     error         // the exit status, once done is closed
 
-	mu        sync.Mutex
-	how       string // how the test ended it: "", "sigkill", "sigterm"
-	escalated bool   // a SIGTERM that did not end it in time, followed by SIGKILL
+	mu       sync.Mutex
+	how      string    // how the test ended it: "", "sigkill", "sigterm"
+	killedAt time.Time // when it was sent SIGKILL, if it was
+
+	backlogAtKill int  // ready messages (last reading) when the fault SIGKILLed it
+	escalated     bool // a SIGTERM that did not end it in time, followed by SIGKILL
 }
 
 func (p *proc) exited() bool {
@@ -76,6 +79,13 @@ func (p *proc) stopInfo() (how string, escalated bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.how, p.escalated
+}
+
+// killTime returns when p was sent SIGKILL (zero if never).
+func (p *proc) killTime() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.killedAt
 }
 
 // crashed reports whether the process died by SIGKILL (ours), which may
@@ -222,6 +232,9 @@ func head(path string, n int, sub []byte) bool {
 // kill ends p as a crash would.
 func kill(p *proc) {
 	p.setHow("sigkill")
+	p.mu.Lock()
+	p.killedAt = time.Now()
+	p.mu.Unlock()
 	_ = p.cmd.Process.Kill()
 	<-p.done
 }

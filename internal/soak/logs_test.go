@@ -25,6 +25,7 @@ type logLine struct {
 	ID            string    `json:"id"`
 	Token         string    `json:"token"`
 	Reason        string    `json:"reason"`
+	DurationMS    float64   `json:"duration"` // of an outcome, from the delivery (zap writes milliseconds)
 }
 
 // procLog is what one worker process logged.
@@ -45,9 +46,10 @@ type procLog struct {
 	panics      int
 	storeDown   int // outcomes because the dedupe store was unavailable (fail closed)
 	extendFail  int
-	errors      []string // error-level lines other than the planned panics
-	running     bool     // reached "running"
-	bad         int      // lines that are not JSON (a line cut by SIGKILL, or stray output)
+	errors      []string   // error-level lines other than the planned panics
+	events      []msgEvent // deliveries and outcomes, in log order
+	running     bool       // reached "running"
+	bad         int        // lines that are not JSON (a line cut by SIGKILL, or stray output)
 	badSample   []string
 }
 
@@ -82,6 +84,10 @@ func parseLog(path string) (*procLog, error) {
 }
 
 func (pl *procLog) add(l *logLine, raw []byte) {
+	if l.Msg == "soak delivery" || l.Outcome != "" {
+		took := time.Duration(l.DurationMS * float64(time.Millisecond))
+		pl.events = append(pl.events, msgEvent{at: l.Time, id: l.MessageID, outcome: l.Outcome, kind: l.ErrorKind, took: took})
+	}
 	if l.Outcome != "" {
 		pl.outcomes[l.Outcome]++
 		if l.Outcome == "ack" {
@@ -129,6 +135,15 @@ func (pl *procLog) add(l *logLine, raw []byte) {
 	if l.Level == "error" && l.Msg != "handler panicked" && len(pl.errors) < 20 {
 		pl.errors = append(pl.errors, cutStr(string(raw), 500))
 	}
+}
+
+// msgEvent is a delivery (outcome "") or an outcome of one message.
+type msgEvent struct {
+	at      time.Time
+	id      string
+	outcome string
+	kind    string        // of an outcome: its error_kind
+	took    time.Duration // of an outcome: since its delivery
 }
 
 func cutStr(s string, n int) string {

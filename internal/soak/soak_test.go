@@ -117,9 +117,12 @@ type soak struct {
 	pubProxy *testenv.Proxy
 	pubDone  chan struct{}
 
+	backlog atomic.Int64 // ready messages in the queue and its tiers, last read
+
 	mu        sync.Mutex
 	faults    map[string]int
 	faultErrs []string
+	timeline  []faultAt // when each fault began
 }
 
 func (s *soak) since() string { return time.Since(s.start).Round(time.Millisecond).String() }
@@ -289,6 +292,9 @@ rounds:
 					strings.Join(crashes, "\n"), tail(fl.lastCrashLog(), 20))
 			}
 			st = s.status(inspect, rc, queues, dlq, runID)
+			if st.ok {
+				s.backlog.Store(int64(st.backlog))
+			}
 			published := closed(s.pubDone)
 			cond := published && st.ok && st.processed+st.dlq >= n && st.backlog == 0
 			if !faultsStopped && (cond || time.Now().After(faultStopAt)) {
@@ -521,6 +527,9 @@ func (s *soak) injectFaults(stop <-chan struct{}) {
 }
 
 func (s *soak) inject(kind string) {
+	s.mu.Lock()
+	s.timeline = append(s.timeline, faultAt{at: time.Now(), kind: kind})
+	s.mu.Unlock()
 	sl := s.fleet.slots[s.rng.IntN(len(s.fleet.slots))]
 	what := ""
 	switch kind {
@@ -539,6 +548,7 @@ func (s *soak) inject(kind string) {
 		old := sl.cur
 		if old != nil && !old.exited() {
 			kill(old)
+			old.backlogAtKill = int(s.backlog.Load())
 		}
 		time.Sleep(pause)
 		p, err := s.fleet.start(sl)
@@ -608,6 +618,18 @@ func (s *soak) restartRedis() {
 		}
 	}
 	s.faultErr(fmt.Sprintf("restarting redis: %v", err))
+}
+
+// faultAt is a fault and when it began.
+type faultAt struct {
+	at   time.Time
+	kind string
+}
+
+func (s *soak) faultTimeline() []faultAt {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]faultAt(nil), s.timeline...)
 }
 
 func (s *soak) faultErr(msg string) {
@@ -976,10 +998,22 @@ func (r *report) figures(ps *pubStats, pub *broker.Publisher, pconn *broker.Conn
 	if len(samples) > 0 {
 		lines = append(lines, f("publish_error_samples=%q", samples))
 	}
+	lines = append(lines, handOverFigures(handOvers(procs, r.logs), s.faultTimeline(), workerDuration("WARREN_DEDUPE_LEASE"), retryDelays[0])...)
 	for _, d := range first(r.dupExplained, 10) {
 		lines = append(lines, f("explained_duplicate %s", d))
 	}
 	return lines
+}
+
+// workerDuration is the duration workerEnv sets for key, or 0.
+func workerDuration(key string) time.Duration {
+	for _, kv := range workerEnv {
+		if v, ok := strings.CutPrefix(kv, key+"="); ok {
+			d, _ := time.ParseDuration(v)
+			return d
+		}
+	}
+	return 0
 }
 
 func bodyID(body []byte, fallback string) string {
