@@ -99,9 +99,12 @@ func (p Policy) maxAttempts() int {
 // so that a live but slow holder is waited for without a busy loop.
 func (p Policy) WaitTier(round int, lease time.Duration) time.Duration {
 	d := p.delays()
-	grace := 1
+	// The rounds of the first tier that cover the lease, and one more: a
+	// round's check may come a little before a lease renewed at the moment
+	// of a kill runs out.
+	grace := 2
 	if lease > 0 {
-		grace = int((lease + d[0] - 1) / d[0]) // rounds of the first tier that cover the lease
+		grace = int((lease+d[0]-1)/d[0]) + 1
 	}
 	if round <= grace {
 		return d[0]

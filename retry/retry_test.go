@@ -428,15 +428,15 @@ func TestWaitTier(t *testing.T) {
 		want  time.Duration
 	}{
 		{1, 3 * time.Second, time.Second},
-		{3, 3 * time.Second, time.Second}, // three rounds of 1s cover a 3s lease
-		{4, 3 * time.Second, 10 * time.Second},
-		{5, 3 * time.Second, time.Minute},
+		{4, 3 * time.Second, time.Second}, // three rounds of 1s cover a 3s lease, and one more
+		{5, 3 * time.Second, 10 * time.Second},
+		{6, 3 * time.Second, time.Minute},
 		{50, 3 * time.Second, time.Minute},
 		{1, 2500 * time.Millisecond, time.Second},
-		{3, 2500 * time.Millisecond, time.Second},
-		{4, 2500 * time.Millisecond, 10 * time.Second},
-		{1, 0, time.Second},
-		{2, 0, 10 * time.Second},
+		{4, 2500 * time.Millisecond, time.Second},
+		{5, 2500 * time.Millisecond, 10 * time.Second},
+		{2, 0, time.Second},
+		{3, 0, 10 * time.Second},
 	}
 	for _, c := range cases {
 		if got := p.WaitTier(c.round, c.lease); got != c.want {

@@ -207,7 +207,7 @@ func TestInProgressRoundsClimbTheTiers(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.start()
-	grace := int(lease / time.Second) // rounds of the 1s tier covering the lease
+	grace := int(lease/time.Second) + 1 // rounds of the 1s tier covering the lease, and one more
 	rounds := []int32{0, int32(grace - 1), int32(grace)}
 	for _, n := range rounds {
 		r.deliver("m1", map[string]any{HeaderInProgress: n})
