@@ -138,7 +138,7 @@ func (o ReplayOptions) publish(ctx context.Context, pub *broker.Publisher, batch
 	}
 	var links []trace.Link
 	for _, l := range batch {
-		if sc := broker.SpanContextOf(l.Delivery.Headers); sc.IsValid() {
+		if sc := broker.SpanContextOf(l.Headers); sc.IsValid() {
 			links = append(links, trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{attribute.String("warren.link", "dead_letter")}})
 		}
 	}

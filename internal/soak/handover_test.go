@@ -168,7 +168,8 @@ func near(faults []faultAt, kill time.Time, window time.Duration) []string {
 	var out []string
 	for _, fa := range faults {
 		d := fa.at.Sub(kill)
-		if d >= -5*time.Second && d <= window && !(fa.kind == faultSIGKILL && d > -time.Second && d <= 0) {
+		theKill := fa.kind == faultSIGKILL && d > -time.Second && d <= 0 // the kill itself
+		if d >= -5*time.Second && d <= window && !theKill {
 			out = append(out, fmt.Sprintf("%s@%+.1fs", fa.kind, d.Seconds()))
 		}
 	}
