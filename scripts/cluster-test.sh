@@ -11,6 +11,9 @@
 #                                  (Debian 12's) can stop dead-lettering from a quorum queue for
 #                                  good after a leader change (fixed in later 3.10 releases), which
 #                                  the leader-kill test then reports.
+#   WARREN_CLUSTER_NAME, WARREN_CLUSTER_PORT  [w4c, 5691 for 4.0]  the nodes' names and first
+#                                  AMQP port (see scripts/rabbitmq-cluster.sh), to run beside
+#                                  another cluster
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,9 +25,9 @@ fi
 case "${WARREN_CLUSTER_VERSION:-4.0}" in
 4.0)
 	bash "$HERE/rabbitmq4.sh" up >/dev/null # builds the Debian 13 root when missing
-	export ERL_EPMD_PORT=4370 WARREN_CLUSTER_NAME=w4c WARREN_CLUSTER_PORT=5691
-	export WARREN_CLUSTER_ROOT=/var/cache/warren/trixie
-	export WARREN_TEST_CLUSTER_CTL="env ERL_EPMD_PORT=4370 WARREN_CLUSTER_NAME=w4c WARREN_CLUSTER_PORT=5691 WARREN_CLUSTER_ROOT=/var/cache/warren/trixie bash $HERE/rabbitmq-cluster.sh"
+	export ERL_EPMD_PORT=4370 WARREN_CLUSTER_ROOT=/var/cache/warren/trixie
+	export WARREN_CLUSTER_NAME="${WARREN_CLUSTER_NAME:-w4c}" WARREN_CLUSTER_PORT="${WARREN_CLUSTER_PORT:-5691}"
+	export WARREN_TEST_CLUSTER_CTL="env ERL_EPMD_PORT=4370 WARREN_CLUSTER_NAME=$WARREN_CLUSTER_NAME WARREN_CLUSTER_PORT=$WARREN_CLUSTER_PORT WARREN_CLUSTER_ROOT=/var/cache/warren/trixie bash $HERE/rabbitmq-cluster.sh"
 	;;
 3.10) ;;
 *)
