@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -324,4 +325,69 @@ func TestE2EConsoleReadOnlyBasicAuth(t *testing.T) {
 	if n := admin.WaitCount(retry.DLQ(q), 2, settleWait); n != 2 {
 		t.Errorf("the read-only console changed %s: %d left, want 2", retry.DLQ(q), n)
 	}
+}
+
+// TestE2EConsoleOverviewGroupsPurge: 50 dead letters from two causes show
+// in the overview's counts and as two groups; a purge needs its
+// confirmation (a wrong one changes nothing) and then empties the DLQ.
+func TestE2EConsoleOverviewGroupsPurge(t *testing.T) {
+	t.Parallel()
+	admin := testenv.NewAdmin(t)
+	q := queueNames(t, admin)
+	e := baseEnv()
+	mustWarren(t, e, "topology", "apply", "-queue", q)
+	dlq := retry.DLQ(q)
+	for i := range 50 {
+		if i%5 < 3 { // 30
+			deadLetterKind(admin, q, fmt.Sprint("c", i), `{}`, fmt.Sprintf("card %d declined by gateway 10.1.%d.9", 4000+i, i), worker.KindError)
+		} else { // 20
+			deadLetterKind(admin, q, fmt.Sprint("s", i), `{}`, fmt.Sprintf("schema: field amount missing in order o-%d", i), worker.KindPermanent)
+		}
+	}
+	if n := admin.WaitCount(dlq, 50, settleWait); n != 50 {
+		t.Fatalf("%s holds %d, want 50", dlq, n)
+	}
+	_, base := startConsole(t, e.with("WARREN_CONSOLE_TOKEN", consoleToken), q)
+	ctx := browser(t, nil)
+	run(t, ctx, "sign in", chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), consoleToken), chromedp.Submit(chromedp.ID("token")),
+		chromedp.WaitVisible(chromedp.CSS("header nav")))
+
+	// The overview: the queue, its tier and its DLQ with 50 ready.
+	dlqRow := chromedp.Search(`//tr[th="` + dlq + `"]`)
+	run(t, ctx, "overview", chromedp.Navigate(base+"/"), chromedp.WaitVisible(dlqRow))
+	row := value(t, ctx, "dlq row", chromedp.Text(dlqRow))
+	if f := strings.Fields(row); len(f) < 2 || f[0] != dlq || f[1] != "50" {
+		t.Fatalf("overview row of %s: %q, want 50 ready", dlq, row)
+	}
+	screenshot(t, ctx, "overview-50.png")
+
+	groups := waitGroups(t, ctx, base, func(s string) bool { return strings.HasPrefix(s, "50 dead letters in 2 groups") })
+	if !strings.Contains(groups, "30\terror\tcard <n> declined by gateway <addr>") ||
+		!strings.Contains(groups, "20\tpermanent\tschema: field amount missing in order <id>") {
+		t.Fatalf("groups table:\n%s", groups)
+	}
+	screenshot(t, ctx, "groups-50.png")
+
+	// Purge with a wrong confirmation: refused, nothing deleted.
+	run(t, ctx, "open purge", chromedp.Navigate(base+"/"), chromedp.WaitVisible(dlqRow))
+	csrf := value(t, ctx, "csrf", chromedp.Value(chromedp.CSS("form[action='/purge'] input[name=csrf]")))
+	if s := postStatus(t, ctx, "/purge", "queue="+dlq+"&confirm="+q+"&csrf="+csrf); s != http.StatusBadRequest {
+		t.Errorf("purge with a wrong confirmation: %d, want 400", s)
+	}
+	if n := admin.WaitCount(dlq, 50, settleWait); n != 50 {
+		t.Fatalf("after a refused purge %s holds %d, want 50", dlq, n)
+	}
+	// With the confirmation typed in the page's own form: emptied.
+	run(t, ctx, "purge", chromedp.Click(chromedp.CSS("details summary")),
+		chromedp.SendKeys(chromedp.CSS("form[action='/purge'] input[name=confirm]"), dlq),
+		chromedp.Click(chromedp.CSS("form[action='/purge'] button")),
+		chromedp.WaitVisible(chromedp.CSS(`#job[data-done="true"]`)))
+	if moved := value(t, ctx, "purged", chromedp.Text(chromedp.ID("moved"))); moved != "50" {
+		t.Errorf("purge reports %q, want 50", moved)
+	}
+	if n := admin.WaitCount(dlq, 0, settleWait); n != 0 {
+		t.Fatalf("after the purge %s holds %d, want 0", dlq, n)
+	}
+	screenshot(t, ctx, "purged.png")
 }
