@@ -174,6 +174,7 @@ func allCases() []caseDef {
 		{name: "ceiling-consume", unit: UnitRate, baseline: "baseline-consume", run: (*env).ceilingConsume},
 		{name: "warren-consume", unit: UnitRate, baseline: "baseline-consume", target: ">=1.4", run: (*env).warrenConsume},
 		{name: "warren-consume-dedupe", unit: UnitRate, baseline: "baseline-consume", target: ">=1.0", run: (*env).warrenConsumeDedupe},
+		{name: "warren-consume-traced", unit: UnitRate, baseline: "warren-consume", run: (*env).warrenConsumeTraced},
 		{name: "baseline-publish", unit: UnitRate, run: (*env).baselinePublish},
 		{name: "warren-publish", unit: UnitRate, baseline: "baseline-publish", target: ">=0.9", run: (*env).warrenPublish},
 		{name: "warren-publish-batch", unit: UnitRate, baseline: "baseline-publish", target: ">=0.9", run: (*env).warrenPublishBatch},

@@ -70,6 +70,7 @@ func TestSmoke(t *testing.T) {
 		"ceiling-consume":       messages,
 		"warren-consume":        messages,
 		"warren-consume-dedupe": messages,
+		"warren-consume-traced": messages,
 		"baseline-publish":      messages,
 		"warren-publish":        messages,
 		"warren-publish-batch":  messages,

@@ -14,6 +14,8 @@ import (
 
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/worker"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 // Settings of the consume cases.
@@ -419,12 +421,17 @@ type rateSpec struct {
 	concurrency int
 	prefetch    int
 	dedupe      bool
+	traced      bool // every message sampled, spans dropped by the exporter
 	work        func(ctx context.Context)
 	steady      bool // time from the first handler call (see plainSpec)
 }
 
 func (e *env) warrenConsume(ctx context.Context, round int) (Round, error) {
 	return e.warrenRate(ctx, round, rateSpec{kind: "warren-consume", concurrency: consumeConc, prefetch: consumePrefetch})
+}
+
+func (e *env) warrenConsumeTraced(ctx context.Context, round int) (Round, error) {
+	return e.warrenRate(ctx, round, rateSpec{kind: "warren-consume-traced", concurrency: consumeConc, prefetch: consumePrefetch, traced: true})
 }
 
 func (e *env) warrenConsumeDedupe(ctx context.Context, round int) (Round, error) {
@@ -519,6 +526,12 @@ func (e *env) warrenRate(ctx context.Context, round int, s rateSpec) (Round, err
 		prefix = "warren-bench:" + uniqueSuffix()
 		cfg.Dedupe = worker.DedupeOn
 		cfg.DedupePrefix = prefix
+	}
+	if s.traced {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()),
+			sdktrace.WithBatcher(discardSpans{}))
+		defer func() { _ = tp.Shutdown(context.Background()) }()
+		cfg.TracerProvider = tp
 	}
 	cnt := newCounter(n)
 	h := worker.HandlerFunc(func(ctx context.Context, _ *worker.Delivery) error {
@@ -645,3 +658,10 @@ func (e *env) memoryInFlight(ctx context.Context, round int) (Round, error) {
 	}
 	return r, nil
 }
+
+// discardSpans is a span exporter that drops what it is given: the traced
+// case measures making, recording and batching spans, not a collector.
+type discardSpans struct{}
+
+func (discardSpans) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardSpans) Shutdown(context.Context) error                             { return nil }
