@@ -17,6 +17,8 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -88,6 +90,8 @@ const (
 	faultSIGTERMPartitioned = "worker_sigterm_broker_unreachable"
 	// graceful stop of one worker while Redis is down
 	faultSIGTERMRedisDown = "worker_sigterm_redis_down"
+	// kill -9 one RabbitMQ node of the cluster, start it again (cluster soak only)
+	faultNodeKill = "node_kill"
 )
 
 var faultKinds = []string{faultAMQPCut, faultRedisCut, faultSIGKILL, faultSIGTERM, faultRedisCrash, faultPublisherCut,
@@ -114,8 +118,12 @@ type soak struct {
 	rng      *rand.Rand // used by the fault goroutine only, once it runs
 	fleet    *fleet
 	redis    *redisServer
-	pubProxy *testenv.Proxy
+	pubProxy *brokerLink
 	pubDone  chan struct{}
+	kinds    []string         // the fault kinds of this run
+	cluster  *testenv.Cluster // nil: the single test broker
+	nextNode int              // the node the next node fault kills, 1..3
+	nodeDown []time.Duration  // how long each killed node took to serve AMQP again after its start
 
 	backlog atomic.Int64 // ready messages in the queue and its tiers, last read
 
@@ -135,6 +143,21 @@ func TestSoakWithFaults(t *testing.T) {
 	if testing.Short() {
 		t.Skip("soak: skipped with -short")
 	}
+	runSoak(t, target{nodes: []string{testenv.AMQPURL()}, kinds: faultKinds})
+}
+
+// target is the broker a soak runs against.
+type target struct {
+	nodes   []string         // the broker's addresses, one per node
+	cluster *testenv.Cluster // nil: a single broker, never restarted
+	kinds   []string         // the fault kinds
+	// minNodeKills: the faults go on until this many node kills were
+	// injected (or the fault deadline passed).
+	minNodeKills int
+	extraTime    time.Duration // added to the default settle deadline
+}
+
+func runSoak(t *testing.T, tg target) {
 	n := *flagN
 	if n < 1 {
 		t.Fatalf("-soak.n must be at least 1, got %d", n)
@@ -154,7 +177,7 @@ func TestSoakWithFaults(t *testing.T) {
 		if *flagRate > 0 {
 			pubTime = time.Duration(float64(n) / *flagRate * float64(time.Second))
 		}
-		timeout = pubTime*3/2 + 90*time.Second
+		timeout = pubTime*3/2 + 90*time.Second + tg.extraTime
 	}
 
 	tmp := t.TempDir()
@@ -178,13 +201,13 @@ func TestSoakWithFaults(t *testing.T) {
 	}
 	dlq := retry.DLQ(queue)
 	queues := append([]string{queue}, tiers...) // where messages wait to be handled
-	testenv.NewAdmin(t).DeleteQueues(append([]string{dlq}, queues...)...)
+	testenv.NewAdminAt(t, liveNode(tg.nodes)).DeleteQueues(append([]string{dlq}, queues...)...)
 	// Progress is read on a supervised connection of its own, straight to
 	// the broker, so that nothing the soak (or another test) does to
 	// connections stops the reading.
 	ictx, icancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer icancel()
-	inspect, err := broker.Dial(ictx, broker.Config{URL: testenv.AMQPURL(), Name: "soak-inspect", MaxBackoff: time.Second})
+	inspect, err := broker.Dial(ictx, broker.Config{URL: strings.Join(tg.nodes, ","), Name: "soak-inspect", MaxBackoff: time.Second})
 	if err != nil {
 		t.Fatalf("inspection connection: %v", err)
 	}
@@ -196,7 +219,8 @@ func TestSoakWithFaults(t *testing.T) {
 	t.Cleanup(func() { _ = rc.Close() })
 
 	// The publisher: warren's own, through a proxy of its own.
-	pubProxy, pubURL := testenv.AMQPProxy(t)
+	pubProxy := newBrokerLink(t, tg.nodes)
+	pubURL := pubProxy.url
 	dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer dcancel()
 	pconn, err := broker.Dial(dctx, broker.Config{URL: pubURL, Name: "soak-publisher", MaxBackoff: time.Second})
@@ -238,9 +262,9 @@ func TestSoakWithFaults(t *testing.T) {
 		}
 	}
 	env = append(env, workerEnv...)
-	fl := newFleet(t, bin, logDir, env, numWorkers, rs.addr())
+	fl := newFleet(t, bin, logDir, env, numWorkers, rs.addr(), tg.nodes)
 	s := &soak{t: t, start: start, rng: rng, fleet: fl, redis: rs, pubProxy: pubProxy,
-		pubDone: make(chan struct{}), faults: map[string]int{}}
+		pubDone: make(chan struct{}), faults: map[string]int{}, kinds: tg.kinds, cluster: tg.cluster, nextNode: 1 + rng.IntN(3)}
 	if err := fl.startAll(); err != nil {
 		t.Fatal(err)
 	}
@@ -297,12 +321,18 @@ rounds:
 			}
 			published := closed(s.pubDone)
 			cond := published && st.ok && st.processed+st.dlq >= n && st.backlog == 0
-			if !faultsStopped && (cond || time.Now().After(faultStopAt)) {
+			enough := s.faultCounts()[faultNodeKill] >= tg.minNodeKills
+			if !faultsStopped && ((cond && enough) || time.Now().After(faultStopAt)) {
 				s.logf("stopping faults (all settled once: %v); %s", cond, st)
 				stopFaults()
 				faultsStopped = true
 				if err := rs.start(); err != nil {
 					t.Errorf("restarting redis after the faults: %v", err)
+				}
+				if tg.cluster != nil {
+					for node := 1; node <= 3; node++ {
+						tg.cluster.Start(node) // a no-op on a running node
+					}
 				}
 				if err := fl.startAll(); err != nil {
 					t.Errorf("restarting workers after the faults: %v", err)
@@ -348,7 +378,7 @@ rounds:
 
 	// Collect: dead letters, leftovers, effects, logs. A fresh admin
 	// connection takes the messages out.
-	admin := testenv.NewAdmin(t)
+	admin := testenv.NewAdminAt(t, liveNode(tg.nodes))
 	admin.DeleteQueues(append([]string{dlq}, queues...)...)
 	rep := &report{n: n, kindOf: kindOf, plan: plan}
 	rep.collectDLQ(admin.GetAll(dlq))
@@ -378,6 +408,9 @@ rounds:
 	}
 	if got := ps.confirmed.Load(); got != int64(n) {
 		t.Errorf("soak: %d of %d messages confirmed by the broker (%d abandoned)", got, n, ps.abandoned.Load())
+	}
+	if tg.minNodeKills > 0 && s.faultCounts()[faultNodeKill] == 0 {
+		t.Errorf("soak: no node was killed: the run proves nothing about node faults")
 	}
 	if len(rep.missing) > 0 {
 		t.Errorf("soak: %d messages lost (neither processed nor dead-lettered): %v", len(rep.missing), first(rep.missing, 20))
@@ -514,7 +547,7 @@ func (s *soak) injectFaults(stop <-chan struct{}) {
 		case <-t.C:
 		}
 		if len(deck) == 0 {
-			deck = append([]string(nil), faultKinds...)
+			deck = append([]string(nil), s.kinds...)
 			s.rng.Shuffle(len(deck), func(i, j int) { deck[i], deck[j] = deck[j], deck[i] })
 		}
 		kind := deck[0]
@@ -597,6 +630,27 @@ func (s *soak) inject(kind string) {
 		time.Sleep(d)
 		sl.amqp.Refuse(false)
 		what = fmt.Sprintf("worker slot %d cut off from the broker for %s", sl.idx, d)
+	case faultNodeKill:
+		// One node at a time: the fault ends when the node serves AMQP
+		// again, so the next node fault finds all three running.
+		node := s.nextNode
+		s.nextNode = node%3 + 1
+		down := time.Duration(500+s.rng.IntN(2500)) * time.Millisecond
+		if _, err := s.cluster.Do("kill", strconv.Itoa(node)); err != nil {
+			s.faultErr(fmt.Sprintf("killing node %d: %v", node, err))
+			return
+		}
+		time.Sleep(down)
+		t0 := time.Now()
+		if _, err := s.cluster.Do("start", strconv.Itoa(node)); err != nil {
+			s.faultErr(fmt.Sprintf("starting node %d again: %v", node, err))
+			return
+		}
+		back := time.Since(t0)
+		s.mu.Lock()
+		s.nodeDown = append(s.nodeDown, down+back)
+		s.mu.Unlock()
+		what = fmt.Sprintf("SIGKILL node %d, started again after %s, serving AMQP %s later", node, down, back.Round(time.Millisecond))
 	case faultRedisCrash:
 		down := time.Duration(200+s.rng.IntN(3800)) * time.Millisecond // sometimes longer than the 3s lease
 		s.redis.kill()
@@ -995,6 +1049,15 @@ func (r *report) figures(ps *pubStats, pub *broker.Publisher, pconn *broker.Conn
 		f("faults=%v", s.faultCounts()),
 		f("left_in_queues=%d %v", leftover, r.leftover),
 	}
+	if s.cluster != nil {
+		s.mu.Lock()
+		outages := make([]string, len(s.nodeDown))
+		for i, d := range s.nodeDown {
+			outages[i] = d.Round(100 * time.Millisecond).String()
+		}
+		s.mu.Unlock()
+		lines = append(lines, f("cluster: node_kills=%d node_outages=%v (kill to serving AMQP again)", s.faultCounts()[faultNodeKill], outages))
+	}
 	if len(samples) > 0 {
 		lines = append(lines, f("publish_error_samples=%q", samples))
 	}
@@ -1051,4 +1114,21 @@ func first(xs []string, n int) []string {
 		return xs[:n]
 	}
 	return xs
+}
+
+// liveNode returns the first of nodes that accepts a TCP connection, or
+// the first one (whose dial then names the problem).
+func liveNode(nodes []string) string {
+	for _, n := range nodes {
+		u, err := url.Parse(n)
+		if err != nil {
+			continue
+		}
+		c, err := net.DialTimeout("tcp", u.Host, 2*time.Second)
+		if err == nil {
+			_ = c.Close()
+			return n
+		}
+	}
+	return nodes[0]
 }
