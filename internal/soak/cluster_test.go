@@ -45,5 +45,7 @@ func TestClusterSoakWithFaults(t *testing.T) {
 	kinds := append(append([]string(nil), faultKinds...), faultNodeKill)
 	// A node takes a few seconds to serve again after a kill: give the
 	// faults that long more, three times.
-	runSoak(t, target{nodes: c.Nodes(), cluster: c, kinds: kinds, minNodeKills: 3, extraTime: 60 * time.Second})
+	// 50 messages a second (unless -soak.rate says otherwise): the 2000
+	// take 40s to publish, long enough for two or three node kills.
+	runSoak(t, target{nodes: c.Nodes(), cluster: c, kinds: kinds, minNodeKills: 3, extraTime: 60 * time.Second, rate: 50})
 }

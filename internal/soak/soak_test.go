@@ -124,6 +124,8 @@ type soak struct {
 	cluster  *testenv.Cluster // nil: the single test broker
 	nextNode int              // the node the next node fault kills, 1..3
 	nodeDown []time.Duration  // how long each killed node took to serve AMQP again after its start
+	// node kills while the publisher ran or messages waited
+	nodeKillsUnderLoad int
 
 	backlog atomic.Int64 // ready messages in the queue and its tiers, last read
 
@@ -155,10 +157,22 @@ type target struct {
 	// injected (or the fault deadline passed).
 	minNodeKills int
 	extraTime    time.Duration // added to the default settle deadline
+	// rate is the publish rate when -soak.rate is not given (0: the
+	// flag's default).
+	rate float64
 }
 
 func runSoak(t *testing.T, tg target) {
 	n := *flagN
+	rate := *flagRate
+	if tg.rate > 0 {
+		rate = tg.rate
+		flag.Visit(func(f *flag.Flag) {
+			if f.Name == "soak.rate" {
+				rate = *flagRate
+			}
+		})
+	}
 	if n < 1 {
 		t.Fatalf("-soak.n must be at least 1, got %d", n)
 	}
@@ -167,15 +181,15 @@ func runSoak(t *testing.T, tg target) {
 		seed = time.Now().UnixNano()
 	}
 	start := time.Now()
-	t.Logf("soak: seed %d (rerun with -soak.seed=%d), n=%d, rate=%g/s, work<%s, fault gap ~%s", seed, seed, n, *flagRate, *flagWork, *flagFaultGap)
-	fmt.Printf("SOAK seed=%d n=%d rate=%g work=%s fault_gap=%s\n", seed, n, *flagRate, *flagWork, *flagFaultGap)
+	t.Logf("soak: seed %d (rerun with -soak.seed=%d), n=%d, rate=%g/s, work<%s, fault gap ~%s", seed, seed, n, rate, *flagWork, *flagFaultGap)
+	fmt.Printf("SOAK seed=%d n=%d rate=%g work=%s fault_gap=%s\n", seed, n, rate, *flagWork, *flagFaultGap)
 	rng := rand.New(rand.NewPCG(uint64(seed), 0x50a4))
 
 	timeout := *flagTimeout
 	if timeout == 0 {
 		pubTime := time.Duration(0)
-		if *flagRate > 0 {
-			pubTime = time.Duration(float64(n) / *flagRate * float64(time.Second))
+		if rate > 0 {
+			pubTime = time.Duration(float64(n) / rate * float64(time.Second))
 		}
 		timeout = pubTime*3/2 + 90*time.Second + tg.extraTime
 	}
@@ -289,7 +303,7 @@ func runSoak(t *testing.T, tg target) {
 	go func() {
 		defer bgWG.Done()
 		defer close(s.pubDone)
-		publishAll(bg, pub, queue, msgs, *flagRate, &ps)
+		publishAll(bg, pub, queue, msgs, rate, &ps)
 	}()
 	go func() {
 		defer close(faultsDone)
@@ -549,6 +563,13 @@ func (s *soak) injectFaults(stop <-chan struct{}) {
 		if len(deck) == 0 {
 			deck = append([]string(nil), s.kinds...)
 			s.rng.Shuffle(len(deck), func(i, j int) { deck[i], deck[j] = deck[j], deck[i] })
+			// A node kill opens every deck, so that the kills come
+			// while messages flow rather than only once all settled.
+			for i, k := range deck {
+				if k == faultNodeKill {
+					deck[0], deck[i] = deck[i], deck[0]
+				}
+			}
 		}
 		kind := deck[0]
 		deck = deck[1:]
@@ -635,6 +656,7 @@ func (s *soak) inject(kind string) {
 		// again, so the next node fault finds all three running.
 		node := s.nextNode
 		s.nextNode = node%3 + 1
+		underLoad := !closed(s.pubDone) || s.backlog.Load() > 0
 		down := time.Duration(500+s.rng.IntN(2500)) * time.Millisecond
 		if _, err := s.cluster.Do("kill", strconv.Itoa(node)); err != nil {
 			s.faultErr(fmt.Sprintf("killing node %d: %v", node, err))
@@ -649,8 +671,11 @@ func (s *soak) inject(kind string) {
 		back := time.Since(t0)
 		s.mu.Lock()
 		s.nodeDown = append(s.nodeDown, down+back)
+		if underLoad {
+			s.nodeKillsUnderLoad++
+		}
 		s.mu.Unlock()
-		what = fmt.Sprintf("SIGKILL node %d, started again after %s, serving AMQP %s later", node, down, back.Round(time.Millisecond))
+		what = fmt.Sprintf("SIGKILL node %d (publishing or backlog: %v), started again after %s, serving AMQP %s later", node, underLoad, down, back.Round(time.Millisecond))
 	case faultRedisCrash:
 		down := time.Duration(200+s.rng.IntN(3800)) * time.Millisecond // sometimes longer than the 3s lease
 		s.redis.kill()
@@ -1055,8 +1080,10 @@ func (r *report) figures(ps *pubStats, pub *broker.Publisher, pconn *broker.Conn
 		for i, d := range s.nodeDown {
 			outages[i] = d.Round(100 * time.Millisecond).String()
 		}
+		under := s.nodeKillsUnderLoad
 		s.mu.Unlock()
-		lines = append(lines, f("cluster: node_kills=%d node_outages=%v (kill to serving AMQP again)", s.faultCounts()[faultNodeKill], outages))
+		lines = append(lines, f("cluster: node_kills=%d (while publishing or with a backlog: %d) node_outages=%v (kill to serving AMQP again)",
+			s.faultCounts()[faultNodeKill], under, outages))
 	}
 	if len(samples) > 0 {
 		lines = append(lines, f("publish_error_samples=%q", samples))
