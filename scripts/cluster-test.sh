@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # scripts/cluster-test.sh — the Cluster tests (internal/clustertest) against a private
-# three-node RabbitMQ cluster: starts it, runs the tests, stops it again.
+# three-node RabbitMQ cluster: starts it, runs the tests, then the fault soak against it
+# (TestClusterSoakWithFaults in internal/soak: node kills among the faults, 0 lost), and
+# stops it again.
 #
-#   bash scripts/cluster-test.sh [go test args]
+#   bash scripts/cluster-test.sh [go test args for internal/clustertest]
 #
 # Environment (defaults in brackets):
 #   WARREN_CLUSTER_VERSION  [4.0]  4.0: the nodes run RabbitMQ 4.0 in the Debian 13 root of
@@ -11,6 +13,7 @@
 #                                  (Debian 12's) can stop dead-lettering from a quorum queue for
 #                                  good after a leader change (fixed in later 3.10 releases), which
 #                                  the leader-kill test then reports.
+#   WARREN_CLUSTER_SOAK     [on]   off: leave the cluster soak out (about 2 minutes).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -43,6 +46,14 @@ echo "cluster-test: cluster up after $((SECONDS - start))s"
 set +e
 go test -race -count=1 -timeout 15m -v "$@" ./internal/clustertest/ 2>&1 | grep -v 'logger.go:'
 rc=${PIPESTATUS[0]}
+if [[ "${WARREN_CLUSTER_SOAK:-on}" != off ]]; then
+	# The soak at CI size (2000 messages); its SOAK lines are the figures.
+	WARREN_TEST_CLUSTER_SOAK=1 go test -race -count=1 -timeout 10m -v -run '^TestClusterSoakWithFaults$' ./internal/soak/
+	soak_rc=$?
+	if [[ $rc == 0 ]]; then
+		rc=$soak_rc
+	fi
+fi
 set -e
 echo "cluster-test: took $((SECONDS - start))s (rc=$rc)"
 exit "$rc"

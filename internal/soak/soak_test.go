@@ -2,7 +2,9 @@
 // consume a stream of messages while the test cuts their broker and Redis
 // links, kills them (SIGKILL) and stops them (SIGTERM), and crashes Redis.
 // At the end it proves with counts that no message was lost and no
-// successful effect ran twice.
+// successful effect ran twice. TestClusterSoakWithFaults (cluster_test.go)
+// runs the same soak against a three-node RabbitMQ cluster, node kills among
+// its faults.
 //
 //	go test -race -count=1 -v -run Soak ./internal/soak/                    # 2000 messages
 //	go test -count=1 -v -run Soak ./internal/soak/ -soak.n=100000 -timeout 2h
