@@ -110,7 +110,7 @@ func (c *Cluster) Do(args ...string) ([]byte, error) {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return out, fmt.Errorf("%s %s: %v\n%s%s", strings.Join(c.ctl, " "), strings.Join(args, " "), err, out, stderr.String())
+		return out, fmt.Errorf("%s %s: %w\n%s%s", strings.Join(c.ctl, " "), strings.Join(args, " "), err, out, stderr.String())
 	}
 	return out, nil
 }
