@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # scripts/cluster-test.sh — the Cluster tests (internal/clustertest) against a private
-# three-node RabbitMQ cluster: starts it, runs the tests, stops it again.
+# three-node RabbitMQ cluster: starts it, runs the tests, then the fault soak against it
+# (TestClusterSoakWithFaults in internal/soak: node kills among the faults, 0 lost), and
+# stops it again.
 #
-#   bash scripts/cluster-test.sh [go test args]
+#   bash scripts/cluster-test.sh [go test args for internal/clustertest]
 #
 # Environment (defaults in brackets):
 #   WARREN_CLUSTER_VERSION  [4.0]  4.0: the nodes run RabbitMQ 4.0 in the Debian 13 root of
@@ -14,6 +16,7 @@
 #   WARREN_CLUSTER_NAME, WARREN_CLUSTER_PORT  [w4c, 5691 for 4.0]  the nodes' names and first
 #                                  AMQP port (see scripts/rabbitmq-cluster.sh), to run beside
 #                                  another cluster
+#   WARREN_CLUSTER_SOAK     [on]   off: leave the cluster soak out (about 2 minutes).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -46,6 +49,14 @@ echo "cluster-test: cluster up after $((SECONDS - start))s"
 set +e
 go test -race -count=1 -timeout 15m -v "$@" ./internal/clustertest/ 2>&1 | grep -v 'logger.go:'
 rc=${PIPESTATUS[0]}
+if [[ "${WARREN_CLUSTER_SOAK:-on}" != off ]]; then
+	# The soak at CI size (2000 messages); its SOAK lines are the figures.
+	WARREN_TEST_CLUSTER_SOAK=1 go test -race -count=1 -timeout 10m -v -run '^TestClusterSoakWithFaults$' ./internal/soak/
+	soak_rc=$?
+	if [[ $rc == 0 ]]; then
+		rc=$soak_rc
+	fi
+fi
 set -e
 echo "cluster-test: took $((SECONDS - start))s (rc=$rc)"
 exit "$rc"

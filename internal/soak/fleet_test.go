@@ -7,6 +7,7 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -100,7 +101,7 @@ func (p *proc) crashed() bool {
 // process in the slot is being replaced.
 type slot struct {
 	idx     int
-	amqp    *testenv.Proxy
+	amqp    *brokerLink
 	amqpURL string // the broker through amqp
 	redis   *testenv.Proxy
 	mu      sync.Mutex
@@ -122,11 +123,52 @@ type fleet struct {
 	lastCrash  string   // the log of the last of them
 }
 
-func newFleet(t *testing.T, bin, logDir string, env []string, n int, redisAddr string) *fleet {
+// brokerLink is one client's way to the broker: a proxy per broker
+// address (one per node of a cluster), so that the test can cut the
+// client off every node at once.
+type brokerLink struct {
+	proxies []*testenv.Proxy
+	url     string // the addresses through the proxies, in WARREN_AMQP_URL form
+}
+
+// newBrokerLink proxies every address of nodes.
+func newBrokerLink(t *testing.T, nodes []string) *brokerLink {
+	l := &brokerLink{}
+	var urls []string
+	for _, n := range nodes {
+		u, err := url.Parse(n)
+		if err != nil {
+			t.Fatalf("broker address: %v", err)
+		}
+		p := testenv.NewProxy(t, u.Host)
+		u.Host = p.Addr()
+		l.proxies = append(l.proxies, p)
+		urls = append(urls, u.String())
+	}
+	l.url = strings.Join(urls, ",")
+	return l
+}
+
+// Cut closes every open connection through the link.
+func (l *brokerLink) Cut() {
+	for _, p := range l.proxies {
+		p.Cut()
+	}
+}
+
+// Refuse makes every proxy of the link refuse connections (on=true), or
+// forward them again.
+func (l *brokerLink) Refuse(on bool) {
+	for _, p := range l.proxies {
+		p.Refuse(on)
+	}
+}
+
+func newFleet(t *testing.T, bin, logDir string, env []string, n int, redisAddr string, nodes []string) *fleet {
 	f := &fleet{t: t, bin: bin, env: env, logDir: logDir, gens: map[int]int{}}
 	for i := 0; i < n; i++ {
-		ap, u := testenv.AMQPProxy(t)
-		f.slots = append(f.slots, &slot{idx: i, amqp: ap, amqpURL: u, redis: testenv.NewProxy(t, redisAddr)})
+		l := newBrokerLink(t, nodes)
+		f.slots = append(f.slots, &slot{idx: i, amqp: l, amqpURL: l.url, redis: testenv.NewProxy(t, redisAddr)})
 	}
 	t.Cleanup(f.killAll)
 	return f

@@ -2,7 +2,9 @@
 // consume a stream of messages while the test cuts their broker and Redis
 // links, kills them (SIGKILL) and stops them (SIGTERM), and crashes Redis.
 // At the end it proves with counts that no message was lost and no
-// successful effect ran twice.
+// successful effect ran twice. TestClusterSoakWithFaults (cluster_test.go)
+// runs the same soak against a three-node RabbitMQ cluster, node kills among
+// its faults.
 //
 //	go test -race -count=1 -v -run Soak ./internal/soak/                    # 2000 messages
 //	go test -count=1 -v -run Soak ./internal/soak/ -soak.n=100000 -timeout 2h
@@ -17,6 +19,8 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -88,6 +92,8 @@ const (
 	faultSIGTERMPartitioned = "worker_sigterm_broker_unreachable"
 	// graceful stop of one worker while Redis is down
 	faultSIGTERMRedisDown = "worker_sigterm_redis_down"
+	// kill -9 one RabbitMQ node of the cluster, start it again (cluster soak only)
+	faultNodeKill = "node_kill"
 )
 
 var faultKinds = []string{faultAMQPCut, faultRedisCut, faultSIGKILL, faultSIGTERM, faultRedisCrash, faultPublisherCut,
@@ -114,8 +120,14 @@ type soak struct {
 	rng      *rand.Rand // used by the fault goroutine only, once it runs
 	fleet    *fleet
 	redis    *redisServer
-	pubProxy *testenv.Proxy
+	pubProxy *brokerLink
 	pubDone  chan struct{}
+	kinds    []string         // the fault kinds of this run
+	cluster  *testenv.Cluster // nil: the single test broker
+	nextNode int              // the node the next node fault kills, 1..3
+	nodeDown []time.Duration  // how long each killed node took to serve AMQP again after its start
+	// node kills while the publisher ran or messages waited
+	nodeKillsUnderLoad int
 
 	backlog atomic.Int64 // ready messages in the queue and its tiers, last read
 
@@ -135,7 +147,34 @@ func TestSoakWithFaults(t *testing.T) {
 	if testing.Short() {
 		t.Skip("soak: skipped with -short")
 	}
+	runSoak(t, target{nodes: []string{testenv.AMQPURL()}, kinds: faultKinds})
+}
+
+// target is the broker a soak runs against.
+type target struct {
+	nodes   []string         // the broker's addresses, one per node
+	cluster *testenv.Cluster // nil: a single broker, never restarted
+	kinds   []string         // the fault kinds
+	// minNodeKills: the faults go on until this many node kills were
+	// injected (or the fault deadline passed).
+	minNodeKills int
+	extraTime    time.Duration // added to the default settle deadline
+	// rate is the publish rate when -soak.rate is not given (0: the
+	// flag's default).
+	rate float64
+}
+
+func runSoak(t *testing.T, tg target) {
 	n := *flagN
+	rate := *flagRate
+	if tg.rate > 0 {
+		rate = tg.rate
+		flag.Visit(func(f *flag.Flag) {
+			if f.Name == "soak.rate" {
+				rate = *flagRate
+			}
+		})
+	}
 	if n < 1 {
 		t.Fatalf("-soak.n must be at least 1, got %d", n)
 	}
@@ -144,17 +183,17 @@ func TestSoakWithFaults(t *testing.T) {
 		seed = time.Now().UnixNano()
 	}
 	start := time.Now()
-	t.Logf("soak: seed %d (rerun with -soak.seed=%d), n=%d, rate=%g/s, work<%s, fault gap ~%s", seed, seed, n, *flagRate, *flagWork, *flagFaultGap)
-	fmt.Printf("SOAK seed=%d n=%d rate=%g work=%s fault_gap=%s\n", seed, n, *flagRate, *flagWork, *flagFaultGap)
+	t.Logf("soak: seed %d (rerun with -soak.seed=%d), n=%d, rate=%g/s, work<%s, fault gap ~%s", seed, seed, n, rate, *flagWork, *flagFaultGap)
+	fmt.Printf("SOAK seed=%d n=%d rate=%g work=%s fault_gap=%s\n", seed, n, rate, *flagWork, *flagFaultGap)
 	rng := rand.New(rand.NewPCG(uint64(seed), 0x50a4))
 
 	timeout := *flagTimeout
 	if timeout == 0 {
 		pubTime := time.Duration(0)
-		if *flagRate > 0 {
-			pubTime = time.Duration(float64(n) / *flagRate * float64(time.Second))
+		if rate > 0 {
+			pubTime = time.Duration(float64(n) / rate * float64(time.Second))
 		}
-		timeout = pubTime*3/2 + 90*time.Second
+		timeout = pubTime*3/2 + 90*time.Second + tg.extraTime
 	}
 
 	tmp := t.TempDir()
@@ -178,13 +217,13 @@ func TestSoakWithFaults(t *testing.T) {
 	}
 	dlq := retry.DLQ(queue)
 	queues := append([]string{queue}, tiers...) // where messages wait to be handled
-	testenv.NewAdmin(t).DeleteQueues(append([]string{dlq}, queues...)...)
+	testenv.NewAdminAt(t, liveNode(tg.nodes)).DeleteQueues(append([]string{dlq}, queues...)...)
 	// Progress is read on a supervised connection of its own, straight to
 	// the broker, so that nothing the soak (or another test) does to
 	// connections stops the reading.
 	ictx, icancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer icancel()
-	inspect, err := broker.Dial(ictx, broker.Config{URL: testenv.AMQPURL(), Name: "soak-inspect", MaxBackoff: time.Second})
+	inspect, err := broker.Dial(ictx, broker.Config{URL: strings.Join(tg.nodes, ","), Name: "soak-inspect", MaxBackoff: time.Second})
 	if err != nil {
 		t.Fatalf("inspection connection: %v", err)
 	}
@@ -196,7 +235,8 @@ func TestSoakWithFaults(t *testing.T) {
 	t.Cleanup(func() { _ = rc.Close() })
 
 	// The publisher: warren's own, through a proxy of its own.
-	pubProxy, pubURL := testenv.AMQPProxy(t)
+	pubProxy := newBrokerLink(t, tg.nodes)
+	pubURL := pubProxy.url
 	dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer dcancel()
 	pconn, err := broker.Dial(dctx, broker.Config{URL: pubURL, Name: "soak-publisher", MaxBackoff: time.Second})
@@ -238,9 +278,9 @@ func TestSoakWithFaults(t *testing.T) {
 		}
 	}
 	env = append(env, workerEnv...)
-	fl := newFleet(t, bin, logDir, env, numWorkers, rs.addr())
+	fl := newFleet(t, bin, logDir, env, numWorkers, rs.addr(), tg.nodes)
 	s := &soak{t: t, start: start, rng: rng, fleet: fl, redis: rs, pubProxy: pubProxy,
-		pubDone: make(chan struct{}), faults: map[string]int{}}
+		pubDone: make(chan struct{}), faults: map[string]int{}, kinds: tg.kinds, cluster: tg.cluster, nextNode: 1 + rng.IntN(3)}
 	if err := fl.startAll(); err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +305,7 @@ func TestSoakWithFaults(t *testing.T) {
 	go func() {
 		defer bgWG.Done()
 		defer close(s.pubDone)
-		publishAll(bg, pub, queue, msgs, *flagRate, &ps)
+		publishAll(bg, pub, queue, msgs, rate, &ps)
 	}()
 	go func() {
 		defer close(faultsDone)
@@ -297,12 +337,18 @@ rounds:
 			}
 			published := closed(s.pubDone)
 			cond := published && st.ok && st.processed+st.dlq >= n && st.backlog == 0
-			if !faultsStopped && (cond || time.Now().After(faultStopAt)) {
+			enough := s.faultCounts()[faultNodeKill] >= tg.minNodeKills
+			if !faultsStopped && ((cond && enough) || time.Now().After(faultStopAt)) {
 				s.logf("stopping faults (all settled once: %v); %s", cond, st)
 				stopFaults()
 				faultsStopped = true
 				if err := rs.start(); err != nil {
 					t.Errorf("restarting redis after the faults: %v", err)
+				}
+				if tg.cluster != nil {
+					for node := 1; node <= 3; node++ {
+						tg.cluster.Start(node) // a no-op on a running node
+					}
 				}
 				if err := fl.startAll(); err != nil {
 					t.Errorf("restarting workers after the faults: %v", err)
@@ -348,7 +394,7 @@ rounds:
 
 	// Collect: dead letters, leftovers, effects, logs. A fresh admin
 	// connection takes the messages out.
-	admin := testenv.NewAdmin(t)
+	admin := testenv.NewAdminAt(t, liveNode(tg.nodes))
 	admin.DeleteQueues(append([]string{dlq}, queues...)...)
 	rep := &report{n: n, kindOf: kindOf, plan: plan}
 	rep.collectDLQ(admin.GetAll(dlq))
@@ -378,6 +424,9 @@ rounds:
 	}
 	if got := ps.confirmed.Load(); got != int64(n) {
 		t.Errorf("soak: %d of %d messages confirmed by the broker (%d abandoned)", got, n, ps.abandoned.Load())
+	}
+	if tg.minNodeKills > 0 && s.faultCounts()[faultNodeKill] == 0 {
+		t.Errorf("soak: no node was killed: the run proves nothing about node faults")
 	}
 	if len(rep.missing) > 0 {
 		t.Errorf("soak: %d messages lost (neither processed nor dead-lettered): %v", len(rep.missing), first(rep.missing, 20))
@@ -514,8 +563,15 @@ func (s *soak) injectFaults(stop <-chan struct{}) {
 		case <-t.C:
 		}
 		if len(deck) == 0 {
-			deck = append([]string(nil), faultKinds...)
+			deck = append([]string(nil), s.kinds...)
 			s.rng.Shuffle(len(deck), func(i, j int) { deck[i], deck[j] = deck[j], deck[i] })
+			// A node kill opens every deck, so that the kills come
+			// while messages flow rather than only once all settled.
+			for i, k := range deck {
+				if k == faultNodeKill {
+					deck[0], deck[i] = deck[i], deck[0]
+				}
+			}
 		}
 		kind := deck[0]
 		deck = deck[1:]
@@ -597,6 +653,31 @@ func (s *soak) inject(kind string) {
 		time.Sleep(d)
 		sl.amqp.Refuse(false)
 		what = fmt.Sprintf("worker slot %d cut off from the broker for %s", sl.idx, d)
+	case faultNodeKill:
+		// One node at a time: the fault ends when the node serves AMQP
+		// again, so the next node fault finds all three running.
+		node := s.nextNode
+		s.nextNode = node%3 + 1
+		underLoad := !closed(s.pubDone) || s.backlog.Load() > 0
+		down := time.Duration(500+s.rng.IntN(2500)) * time.Millisecond
+		if _, err := s.cluster.Do("kill", strconv.Itoa(node)); err != nil {
+			s.faultErr(fmt.Sprintf("killing node %d: %v", node, err))
+			return
+		}
+		time.Sleep(down)
+		t0 := time.Now()
+		if _, err := s.cluster.Do("start", strconv.Itoa(node)); err != nil {
+			s.faultErr(fmt.Sprintf("starting node %d again: %v", node, err))
+			return
+		}
+		back := time.Since(t0)
+		s.mu.Lock()
+		s.nodeDown = append(s.nodeDown, down+back)
+		if underLoad {
+			s.nodeKillsUnderLoad++
+		}
+		s.mu.Unlock()
+		what = fmt.Sprintf("SIGKILL node %d (publishing or backlog: %v), started again after %s, serving AMQP %s later", node, underLoad, down, back.Round(time.Millisecond))
 	case faultRedisCrash:
 		down := time.Duration(200+s.rng.IntN(3800)) * time.Millisecond // sometimes longer than the 3s lease
 		s.redis.kill()
@@ -995,6 +1076,17 @@ func (r *report) figures(ps *pubStats, pub *broker.Publisher, pconn *broker.Conn
 		f("faults=%v", s.faultCounts()),
 		f("left_in_queues=%d %v", leftover, r.leftover),
 	}
+	if s.cluster != nil {
+		s.mu.Lock()
+		outages := make([]string, len(s.nodeDown))
+		for i, d := range s.nodeDown {
+			outages[i] = d.Round(100 * time.Millisecond).String()
+		}
+		under := s.nodeKillsUnderLoad
+		s.mu.Unlock()
+		lines = append(lines, f("cluster: node_kills=%d (while publishing or with a backlog: %d) node_outages=%v (kill to serving AMQP again)",
+			s.faultCounts()[faultNodeKill], under, outages))
+	}
 	if len(samples) > 0 {
 		lines = append(lines, f("publish_error_samples=%q", samples))
 	}
@@ -1051,4 +1143,21 @@ func first(xs []string, n int) []string {
 		return xs[:n]
 	}
 	return xs
+}
+
+// liveNode returns the first of nodes that accepts a TCP connection, or
+// the first one (whose dial then names the problem).
+func liveNode(nodes []string) string {
+	for _, n := range nodes {
+		u, err := url.Parse(n)
+		if err != nil {
+			continue
+		}
+		c, err := net.DialTimeout("tcp", u.Host, 2*time.Second)
+		if err == nil {
+			_ = c.Close()
+			return n
+		}
+	}
+	return nodes[0]
 }

@@ -17,7 +17,14 @@ type Admin struct {
 // NewAdmin connects to the test broker; it is closed at the end of the test.
 func NewAdmin(t testing.TB) *Admin {
 	t.Helper()
-	conn, err := amqp.Dial(AMQPURL())
+	return NewAdminAt(t, AMQPURL())
+}
+
+// NewAdminAt connects to the broker at url (one address), e.g. a node of
+// a Cluster; it is closed at the end of the test.
+func NewAdminAt(t testing.TB, url string) *Admin {
+	t.Helper()
+	conn, err := amqp.Dial(url)
 	if err != nil {
 		t.Fatalf("admin connection to the test broker: %v", err)
 	}

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -93,15 +94,29 @@ func (c *Cluster) NodeOfAddress(addr string) int {
 
 func (c *Cluster) run(args ...string) []byte {
 	c.t.Helper()
+	out, err := c.Do(args...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return out
+}
+
+// Do runs the control command with args (e.g. "kill", "2") and returns its
+// output, or an error with its output. Unlike Kill, Stop and Start it
+// does not end the test, so it may be called from any goroutine.
+func (c *Cluster) Do(args ...string) ([]byte, error) {
 	cmd := exec.Command(c.ctl[0], append(append([]string(nil), c.ctl[1:]...), args...)...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		c.t.Fatalf("%s %s: %v\n%s%s", strings.Join(c.ctl, " "), strings.Join(args, " "), err, out, stderr.String())
+		return out, fmt.Errorf("%s %s: %w\n%s%s", strings.Join(c.ctl, " "), strings.Join(args, " "), err, out, stderr.String())
 	}
-	return out
+	return out, nil
 }
+
+// Nodes is the cluster's node addresses, node 1 first.
+func (c *Cluster) Nodes() []string { return append([]string(nil), c.urls...) }
 
 // Kill ends node n with SIGKILL, a crash, and waits until it is gone.
 func (c *Cluster) Kill(n int) { c.t.Helper(); c.run("kill", strconv.Itoa(n)) }
