@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // Rabbit4 is a private RabbitMQ 4 node of one test, started inside the
@@ -52,33 +50,8 @@ func StartRabbit4(t testing.TB) *Rabbit4 {
 	r.exec("sh", "-c", r.removeFiles(conf)+fmt.Sprintf(" && printf 'listeners.tcp.local = 127.0.0.1:%d\\n' > %s", port, conf))
 	r.cmd = exec.Command("bash", script, "exec", "rabbitmq-server")
 	r.cmd.Env = r.env
-	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := r.cmd.Start(); err != nil {
-		t.Fatalf("starting a private RabbitMQ 4 node: %v", err)
-	}
-	go func() {
-		_ = r.cmd.Wait()
-		close(r.exited)
-	}()
-	t.Cleanup(func() { r.stop(conf) })
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		c, err := amqp.Dial(r.URL())
-		if err == nil {
-			_ = c.Close()
-			return r
-		}
-		select {
-		case <-r.exited:
-			t.Fatalf("the private RabbitMQ 4 node exited during start-up:\n%s", r.out)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the private RabbitMQ 4 node did not answer AMQP within 3 minutes: %v\n%s", err, r.out)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	startNode(t, "private RabbitMQ 4 node", r.cmd, r.out, r.exited, r.URL(), func() { r.stop(conf) })
+	return r
 }
 
 // removeFiles is a shell command that removes the node's config, data

@@ -68,27 +68,37 @@ func StartPrivateRabbit(t testing.TB, plugins ...string) *PrivateRabbit {
 		"RABBITMQ_LOG_BASE="+dir+"/log",
 		"RABBITMQ_PID_FILE="+dir+"/pid",
 	)
-	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := r.cmd.Start(); err != nil {
-		t.Fatalf("starting a private RabbitMQ node: %v", err)
+	startNode(t, "private RabbitMQ node", r.cmd, r.out, r.exited, r.URL(), r.stop)
+	return r
+}
+
+// startNode starts a RabbitMQ node's command in a process group of its
+// own, its output in out, closes exited when it ends, registers stop as
+// the test's cleanup, and waits until the node answers AMQP at url (3
+// minutes at most). what names the node in failures.
+func startNode(t testing.TB, what string, cmd *exec.Cmd, out *lockedBuffer, exited chan struct{}, url string, stop func()) {
+	t.Helper()
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting a %s: %v", what, err)
 	}
-	go func() { _ = r.cmd.Wait(); close(r.exited) }()
-	t.Cleanup(r.stop)
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(stop)
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
-		c, err := amqp.Dial(r.URL())
+		c, err := amqp.Dial(url)
 		if err == nil {
 			_ = c.Close()
-			return r
+			return
 		}
 		select {
-		case <-r.exited:
-			t.Fatalf("the private RabbitMQ node exited during start-up:\n%s", r.out)
+		case <-exited:
+			t.Fatalf("the %s exited during start-up:\n%s", what, out)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the private RabbitMQ node did not answer AMQP within 3 minutes: %v\n%s", err, r.out)
+			t.Fatalf("the %s did not answer AMQP within 3 minutes: %v\n%s", what, err, out)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
