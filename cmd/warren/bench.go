@@ -10,6 +10,7 @@ import (
 	"runtime/pprof"
 	"strings"
 
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/cmd/warren/internal/bench"
 	"github.com/warrenmq/warren/worker"
 )
@@ -25,6 +26,7 @@ func benchCmd(ctx context.Context, args []string, out io.Writer) error {
 	rounds := fs.Int("rounds", bench.DefaultRounds, "rounds of each case")
 	messages := fs.Int("messages", bench.DefaultMessages, "messages per throughput round")
 	ioWait := fs.String("io-wait", bench.WaitSleep, "how the I/O cases' handlers wait 2 ms: sleep (time.Sleep) or syscall (a blocking nanosleep, exact to the kernel's timers)")
+	queueTypes := fs.String("queue-type", string(worker.DefaultQueueType), "comma-separated queue types to run every case on: classic, quorum or both (default the worker's)")
 	cases := fs.String("cases", "", "comma-separated cases to run (default all: "+strings.Join(bench.CaseNames(), ",")+")")
 	// The defaults are resolved after parsing, so that -h never prints a
 	// password from the environment.
@@ -70,18 +72,23 @@ func benchCmd(ctx context.Context, args []string, out io.Writer) error {
 	if *cases != "" {
 		names = strings.Split(*cases, ",")
 	}
+	var types []broker.QueueType
+	for _, t := range strings.Split(*queueTypes, ",") {
+		types = append(types, broker.QueueType(strings.TrimSpace(t)))
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("bench: finding this program for the idle-rss child: %w", err)
 	}
 	_, err = bench.Run(ctx, bench.Options{
-		AMQPURL:  *amqpURL,
-		RedisURL: *redisURL,
-		Rounds:   *rounds,
-		Messages: *messages,
-		IOWait:   *ioWait,
-		Cases:    names,
-		Out:      out,
+		AMQPURL:    *amqpURL,
+		RedisURL:   *redisURL,
+		Rounds:     *rounds,
+		Messages:   *messages,
+		IOWait:     *ioWait,
+		Cases:      names,
+		QueueTypes: types,
+		Out:        out,
 		IdleCommand: func(amqpURL, prefix string) (*exec.Cmd, error) {
 			cmd := exec.Command(exe, "bench", idleChildFlag, "-prefix", prefix)
 			// The URL goes through the environment, so that its password

@@ -8,14 +8,18 @@
 // without a broker (ceiling-io).
 //
 // Every case runs in this process (idle-rss in a child process) against
-// fresh, uniquely named classic durable queues, one set per case and
-// round, deleted afterwards. Messages are persistent. For the consume
-// cases the queue is filled by a plain confirmed publisher before the
-// clock starts.
+// fresh, uniquely named durable queues, one set per case and round,
+// deleted afterwards, of the queue type asked for: the worker's default
+// (quorum) unless Options.QueueTypes says otherwise. With several types,
+// each round runs every case once per type, and each case's ratio is
+// taken against its baseline of the same type. Messages are persistent.
+// For the consume cases the queue is filled by a plain confirmed
+// publisher before the clock starts.
 //
-// The report ends with one line per case that a script can parse:
+// The report ends with one line per case and queue type that a script
+// can parse:
 //
-//	BENCH case=<name> value=<median> unit=<msg/s|ratio|MiB> min=<x> max=<y> ratio=<r> target=<t>
+//	BENCH case=<name> queue=<classic|quorum> value=<median> unit=<msg/s|ratio|MiB> min=<x> max=<y> ratio=<r> target=<t>
 //
 // where "-" stands for a value that does not apply. Targets are reported,
 // never asserted.
@@ -33,7 +37,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/internal/redact"
+	"github.com/warrenmq/warren/worker"
 )
 
 // Defaults for Options.
@@ -72,6 +78,9 @@ type Options struct {
 	// Cases names the cases to run, in any order; they run in the
 	// canonical order. nil means all of them.
 	Cases []string
+	// QueueTypes are the queue types to run the cases on, in order. nil
+	// means the worker's default, worker.DefaultQueueType.
+	QueueTypes []broker.QueueType
 	// Out receives the report. nil means io.Discard.
 	Out io.Writer
 	// IdleCommand returns the command that runs IdleChild for idle-rss in
@@ -119,6 +128,9 @@ func (o Options) withDefaults() Options {
 	if o.IOWait == "" {
 		o.IOWait = WaitSleep
 	}
+	if len(o.QueueTypes) == 0 {
+		o.QueueTypes = []broker.QueueType{worker.DefaultQueueType}
+	}
 	return o
 }
 
@@ -136,6 +148,16 @@ func (o Options) validate() error {
 		return fmt.Errorf("bench: the I/O wait must be %q or %q, got %q", WaitSleep, WaitSyscall, o.IOWait)
 	case o.IOWait == WaitSyscall && !haveBlockingSleep:
 		return fmt.Errorf("bench: the I/O wait %q needs Linux", WaitSyscall)
+	}
+	seen := map[broker.QueueType]bool{}
+	for _, t := range o.QueueTypes {
+		if t != broker.Classic && t != broker.Quorum {
+			return fmt.Errorf("bench: a queue type must be %q or %q, got %q", broker.Classic, broker.Quorum, t)
+		}
+		if seen[t] {
+			return fmt.Errorf("bench: queue type %q given twice", t)
+		}
+		seen[t] = true
 	}
 	_, err := selectCases(o.Cases)
 	return err
@@ -172,15 +194,16 @@ func allCases() []caseDef {
 	return []caseDef{
 		{name: "baseline-consume", unit: UnitRate, run: (*env).baselineConsume},
 		{name: "ceiling-consume", unit: UnitRate, baseline: "baseline-consume", run: (*env).ceilingConsume},
-		{name: "warren-consume", unit: UnitRate, baseline: "baseline-consume", target: ">=1.4", run: (*env).warrenConsume},
-		{name: "warren-consume-dedupe", unit: UnitRate, baseline: "baseline-consume", target: ">=1.0", run: (*env).warrenConsumeDedupe},
+		{name: "warren-consume", unit: UnitRate, baseline: "ceiling-consume", target: ">=0.95", run: (*env).warrenConsume},
+		{name: "warren-consume-dedupe", unit: UnitRate, baseline: "warren-consume", target: ">=0.85", run: (*env).warrenConsumeDedupe},
 		{name: "warren-consume-traced", unit: UnitRate, baseline: "warren-consume", run: (*env).warrenConsumeTraced},
 		{name: "baseline-publish", unit: UnitRate, run: (*env).baselinePublish},
-		{name: "warren-publish", unit: UnitRate, baseline: "baseline-publish", target: ">=0.9", run: (*env).warrenPublish},
-		{name: "warren-publish-batch", unit: UnitRate, baseline: "baseline-publish", target: ">=0.9", run: (*env).warrenPublishBatch},
+		{name: "warren-publish-batch", unit: UnitRate, baseline: "baseline-publish", target: ">=1.0", run: (*env).warrenPublishBatch},
+		{name: "baseline-publish-8", unit: UnitRate, run: (*env).baselinePublish8},
+		{name: "warren-publish", unit: UnitRate, baseline: "baseline-publish-8", target: ">=1.0", run: (*env).warrenPublish},
 		{name: "ceiling-io", unit: UnitRate, reference: ioReference, run: (*env).ceilingIO},
-		{name: "baseline-io", unit: UnitRate, reference: ioReference, run: (*env).baselineIO},
-		{name: "io-bound", unit: UnitRate, reference: ioReference, target: ">=0.85", run: (*env).ioBound},
+		{name: "baseline-io", unit: UnitRate, baseline: "ceiling-io", run: (*env).baselineIO},
+		{name: "io-bound", unit: UnitRate, baseline: "ceiling-io", target: ">=0.95", run: (*env).ioBound},
 		{name: "memory-inflight", unit: UnitRatio, selfRatio: true, target: "<3", run: (*env).memoryInFlight},
 		{name: "idle-rss", unit: UnitMiB, target: "<30", run: (*env).idleRSS},
 	}
@@ -243,9 +266,11 @@ type Round struct {
 
 // Result is a case's rounds and their summary.
 type Result struct {
-	Case   string
-	Unit   string
-	Rounds []Round
+	Case string
+	// QueueType is the type of the queues the case ran on.
+	QueueType broker.QueueType
+	Unit      string
+	Rounds    []Round
 	// Errors are the failures of rounds that produced no value.
 	Errors []error
 	// Warnings are surprises that did not spoil a measurement.
@@ -273,10 +298,21 @@ type Report struct {
 	HeapInuse, HeapAlloc uint64
 }
 
-// Result returns the result of the named case, or nil.
+// Result returns the result of the named case on the first queue type
+// run, or nil.
 func (r *Report) Result(name string) *Result {
 	for _, res := range r.Results {
 		if res.Case == name {
+			return res
+		}
+	}
+	return nil
+}
+
+// ResultOn returns the result of the named case on queue type t, or nil.
+func (r *Report) ResultOn(name string, t broker.QueueType) *Result {
+	for _, res := range r.Results {
+		if res.Case == name && res.QueueType == t {
 			return res
 		}
 	}
@@ -292,54 +328,85 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	cases, _ := selectCases(opts.Cases)
+	defs, _ := selectCases(opts.Cases)
 	e, err := newEnv(opts)
 	if err != nil {
 		return nil, err
 	}
 	defer e.close()
 	out := opts.Out
-	fmt.Fprintf(out, "warren bench: %d round(s); %d persistent %d-byte messages per throughput round; classic durable queues\n",
-		opts.Rounds, opts.Messages, BodySize)
+	fmt.Fprintf(out, "warren bench: %d round(s); %d persistent %d-byte messages per throughput round; %s durable queues\n",
+		opts.Rounds, opts.Messages, BodySize, typeNames(opts.QueueTypes))
 	fmt.Fprintf(out, "broker %s, redis %s, GOMAXPROCS %d, %s; I/O cases wait with %s\n", redact.URL(opts.AMQPURL), redact.URL(opts.RedisURL),
 		runtime.GOMAXPROCS(0), runtime.Version(), ioWaitName(opts.IOWait))
-	results := make([]*Result, len(cases))
-	for i, c := range cases {
-		results[i] = &Result{Case: c.name, Unit: c.unit, Target: c.target}
+	var runs []caseRun
+	for _, t := range opts.QueueTypes {
+		for _, c := range defs {
+			runs = append(runs, caseRun{caseDef: c, qtype: t, res: &Result{Case: c.name, QueueType: t, Unit: c.unit, Target: c.target}})
+		}
 	}
 	width := 0
-	for _, c := range cases {
+	for _, c := range defs {
 		width = max(width, len(c.name))
 	}
 	for round := 1; round <= opts.Rounds; round++ {
 		fmt.Fprintf(out, "\n== round %d/%d\n", round, opts.Rounds)
-		for i, c := range cases {
+		for _, r := range runs {
 			if err := ctx.Err(); err != nil {
-				return finish(out, cases, results), fmt.Errorf("bench: interrupted: %w", err)
+				return finish(out, runs), fmt.Errorf("bench: interrupted: %w", err)
 			}
-			r, err := c.run(e, ctx, round)
-			res := results[i]
-			res.Warnings = append(res.Warnings, e.takeWarnings(round)...)
-			if err != nil {
-				res.Errors = append(res.Errors, fmt.Errorf("round %d: %w", round, err))
-				fmt.Fprintf(out, "  %-*s  FAILED: %v\n", width, c.name, err)
-				continue
-			}
-			res.Rounds = append(res.Rounds, r)
-			fmt.Fprintf(out, "  %-*s  %12s %-5s  %s\n", width, c.name, formatValue(r.Value, c.unit), c.unit, r.Detail)
+			r.once(ctx, e, round, out, width, len(opts.QueueTypes) > 1)
 		}
 	}
-	rep := finish(out, cases, results)
+	rep := finish(out, runs)
 	var failed []string
 	for _, res := range rep.Results {
 		if res.Failed() {
-			failed = append(failed, res.Case)
+			failed = append(failed, res.Case+" ("+string(res.QueueType)+")")
 		}
 	}
 	if len(failed) > 0 {
 		return rep, fmt.Errorf("bench: case(s) failed: %s", strings.Join(failed, ", "))
 	}
 	return rep, nil
+}
+
+// caseRun is a case on one queue type, and its result.
+type caseRun struct {
+	caseDef
+	qtype broker.QueueType
+	res   *Result
+}
+
+// once runs one round of the case and prints it.
+func (r caseRun) once(ctx context.Context, e *env, round int, out io.Writer, width int, typed bool) {
+	e.qtype = r.qtype
+	got, err := r.run(e, ctx, round)
+	r.res.Warnings = append(r.res.Warnings, e.takeWarnings(round)...)
+	label := r.name
+	if typed {
+		label += " [" + string(r.qtype) + "]"
+		width += len(" [classic]")
+	}
+	if err != nil {
+		r.res.Errors = append(r.res.Errors, fmt.Errorf("round %d: %w", round, err))
+		fmt.Fprintf(out, "  %-*s  FAILED: %v\n", width, label, err)
+		return
+	}
+	r.res.Rounds = append(r.res.Rounds, got)
+	fmt.Fprintf(out, "  %-*s  %12s %-5s  %s\n", width, label, formatValue(got.Value, r.unit), r.unit, got.Detail)
+}
+
+// typeNames lists queue types for people: "quorum", "classic and quorum".
+func typeNames(ts []broker.QueueType) string {
+	names := make([]string, len(ts))
+	for i, t := range ts {
+		names[i] = string(t)
+	}
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
 }
 
 func ioWaitName(w string) string {

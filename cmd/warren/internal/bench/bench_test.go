@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/cmd/warren/internal/bench"
 	"github.com/warrenmq/warren/internal/testenv"
 )
@@ -52,6 +53,7 @@ func TestSmoke(t *testing.T) {
 		RedisURL:   testenv.RedisURL(),
 		Rounds:     1,
 		Messages:   messages,
+		QueueTypes: []broker.QueueType{broker.Classic, broker.Quorum},
 		InFlight:   inFlight,
 		Out:        &out,
 		IdleSettle: 500 * time.Millisecond,
@@ -72,6 +74,7 @@ func TestSmoke(t *testing.T) {
 		"warren-consume-dedupe": messages,
 		"warren-consume-traced": messages,
 		"baseline-publish":      messages,
+		"baseline-publish-8":    messages,
 		"warren-publish":        messages,
 		"warren-publish-batch":  messages,
 		"ceiling-io":            messages,
@@ -80,38 +83,53 @@ func TestSmoke(t *testing.T) {
 		"memory-inflight":       inFlight,
 		"idle-rss":              0,
 	}
-	if len(rep.Results) != len(want) {
-		t.Errorf("got %d results, want %d", len(rep.Results), len(want))
+	types := []broker.QueueType{broker.Classic, broker.Quorum}
+	if len(rep.Results) != len(want)*len(types) {
+		t.Errorf("got %d results, want %d", len(rep.Results), len(want)*len(types))
 	}
-	for _, name := range bench.CaseNames() {
-		res := rep.Result(name)
-		if res == nil {
-			t.Errorf("%s: no result", name)
-			continue
-		}
-		if res.Failed() {
-			t.Errorf("%s: failed: %v", name, res.Errors)
-		}
-		if len(res.Rounds) != 1 {
-			t.Errorf("%s: %d round(s), want 1", name, len(res.Rounds))
-			continue
-		}
-		r := res.Rounds[0]
-		if !(r.Value > 0) {
-			t.Errorf("%s: value %v, want > 0", name, r.Value)
-		}
-		if r.Expected != want[name] || r.Processed != want[name] {
-			t.Errorf("%s: given %d, processed %d; want %d of each", name, r.Expected, r.Processed, want[name])
-		}
-		line := "BENCH case=" + name + " value="
-		if !strings.Contains(out.String(), line) {
-			t.Errorf("%s: the output has no %q line", name, line)
+	for _, qt := range types {
+		for _, name := range bench.CaseNames() {
+			checkSmoke(t, rep.ResultOn(name, qt), name, qt, want[name], out.String())
 		}
 	}
 	for _, res := range rep.Results {
 		for _, w := range res.Warnings {
 			t.Logf("%s: warning: %s", res.Case, w)
 		}
+	}
+}
+
+// checkSmoke checks one case's result of TestSmoke.
+func checkSmoke(t *testing.T, res *bench.Result, name string, qt broker.QueueType, want int, out string) {
+	t.Helper()
+	if res == nil {
+		t.Errorf("%s (%s): no result", name, qt)
+		return
+	}
+	if res.Failed() {
+		t.Errorf("%s (%s): failed: %v", name, qt, res.Errors)
+	}
+	if len(res.Rounds) != 1 {
+		t.Errorf("%s (%s): %d round(s), want 1", name, qt, len(res.Rounds))
+		return
+	}
+	r := res.Rounds[0]
+	if !(r.Value > 0) {
+		t.Errorf("%s (%s): value %v, want > 0", name, qt, r.Value)
+	}
+	if r.Expected != want || r.Processed != want {
+		t.Errorf("%s (%s): given %d, processed %d; want %d of each", name, qt, r.Expected, r.Processed, want)
+	}
+	line := "BENCH case=" + name + " queue=" + string(qt) + " value="
+	if !strings.Contains(out, line) {
+		t.Errorf("%s (%s): the output has no %q line", name, qt, line)
+	}
+}
+
+func TestBadQueueType(t *testing.T) {
+	_, err := bench.Run(context.Background(), bench.Options{QueueTypes: []broker.QueueType{"stream"}})
+	if err == nil || !strings.Contains(err.Error(), `a queue type must be "classic" or "quorum", got "stream"`) {
+		t.Fatalf("got %v, want a queue type error", err)
 	}
 }
 

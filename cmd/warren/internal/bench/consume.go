@@ -294,7 +294,7 @@ func (e *env) workerConfig(conc, prefetch int) worker.Config {
 		Concurrency: conc,
 		Prefetch:    prefetch,
 		Dedupe:      worker.DedupeOff,
-		QueueType:   broker.Classic,
+		QueueType:   e.qtype,
 		Logger:      zap.NewNop(),
 	}
 }

@@ -20,6 +20,8 @@ import (
 // cleaning up dedupe keys.
 type env struct {
 	opts Options
+	// qtype is the queue type of the case being run.
+	qtype broker.QueueType
 
 	mu       sync.Mutex
 	admin    *amqp.Connection
@@ -124,10 +126,15 @@ func (e *env) name(kind string, round int) string {
 	return fmt.Sprintf("warren-bench-%s-r%d-%s", kind, round, uniqueSuffix())
 }
 
-// declarePlain declares a classic durable queue without arguments.
+// declarePlain declares a durable queue of the case's type, without other
+// arguments.
 func (e *env) declarePlain(name string) error {
+	var args amqp.Table
+	if e.qtype == broker.Quorum {
+		args = amqp.Table{"x-queue-type": string(broker.Quorum)}
+	}
 	return e.withChannel(func(ch *amqp.Channel) error {
-		_, err := ch.QueueDeclare(name, true, false, false, false, nil)
+		_, err := ch.QueueDeclare(name, true, false, false, false, args)
 		if err != nil {
 			return fmt.Errorf("declaring queue %q: %w", name, err)
 		}

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
 
 	"github.com/warrenmq/warren/broker"
@@ -15,7 +16,7 @@ import (
 // Settings of the publish cases.
 const (
 	baselineWindow    = 256
-	warrenPublishers  = 64
+	warrenPublishers  = 8  // goroutines of warren-publish and baseline-publish-8
 	batchPublishers   = 4  // goroutines of warren-publish-batch
 	publishBatchSize  = 64 // messages per PublishBatch call
 	publishErrSamples = 3
@@ -66,7 +67,75 @@ func (e *env) baselinePublish(ctx context.Context, round int) (Round, error) {
 	return r, nil
 }
 
-// warrenPublish publishes through broker.Publisher from 64 goroutines,
+// baselinePublish8 publishes with plain amqp091-go from 8 goroutines on
+// one connection, each on a confirmed channel of its own, each publishing
+// one message and waiting for its confirm before the next: the plain
+// form of 8 concurrent callers that each need their message confirmed.
+func (e *env) baselinePublish8(ctx context.Context, round int) (Round, error) {
+	n := e.opts.Messages
+	q := e.name("baseline-publish-8", round)
+	if err := e.declarePlain(q); err != nil {
+		return Round{}, err
+	}
+	defer e.deleteQueues(q)
+	conn, err := dial(e.opts.AMQPURL, "warren-bench-baseline-publish-8")
+	if err != nil {
+		return Round{}, err
+	}
+	defer conn.Close()
+	chans := make([]*amqp.Channel, warrenPublishers)
+	for i := range chans {
+		if chans[i], err = conn.Channel(); err != nil {
+			return Round{}, fmt.Errorf("opening a channel: %w", err)
+		}
+		if err := chans[i].Confirm(false); err != nil {
+			return Round{}, fmt.Errorf("confirm mode: %w", err)
+		}
+	}
+	b := body(BodySize)
+	ids := messageIDs(q, n)
+	tctx, cancel := context.WithTimeout(ctx, roundTimeout(n))
+	defer cancel()
+	var next, nacks, errs atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for _, ch := range chans {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1) - 1; i < int64(n) && tctx.Err() == nil; i = next.Add(1) - 1 {
+				dc, err := ch.PublishWithDeferredConfirmWithContext(tctx, "", q, false, false, amqp.Publishing{
+					DeliveryMode: amqp.Persistent, Body: b, MessageId: ids[i], ContentType: "application/octet-stream"})
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				if ok, err := dc.WaitContext(tctx); err != nil {
+					errs.Add(1)
+				} else if !ok {
+					nacks.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err := tctx.Err(); err != nil {
+		return Round{}, fmt.Errorf("publishing: %w", err)
+	}
+	failed := int(nacks.Load() + errs.Load())
+	r := Round{Value: rate(n, elapsed), Expected: n, Processed: n - failed, Elapsed: elapsed,
+		Detail: fmt.Sprintf("%d msgs confirmed in %s by %d goroutines, one channel each, each awaiting its confirm", n-failed, elapsed.Round(time.Millisecond), warrenPublishers)}
+	if failed > 0 {
+		return r, fmt.Errorf("%d publish(es) failed, %d of them nacked", failed, nacks.Load())
+	}
+	if err := e.expectCount(q, n); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// warrenPublish publishes through broker.Publisher from 8 goroutines,
 // each Publish returning after its confirm.
 func (e *env) warrenPublish(ctx context.Context, round int) (Round, error) {
 	return e.warrenPublishWith(ctx, round, "warren-publish", warrenPublishers, 1)

@@ -8,10 +8,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/warrenmq/warren/broker"
 )
 
 // summarize fills a result's median, min, max and ratio. baselines holds
-// the results already summarized, by case name.
+// the results already summarized on the same queue type, by case name.
 func summarize(c caseDef, res *Result, baselines map[string]*Result) {
 	if len(res.Rounds) == 0 {
 		return
@@ -39,44 +41,39 @@ func summarize(c caseDef, res *Result, baselines map[string]*Result) {
 	}
 }
 
-// finish summarizes the results, prints the summary and the BENCH lines,
-// and returns the report.
-func finish(out io.Writer, cases []caseDef, results []*Result) *Report {
-	done := map[string]*Result{}
-	for i, c := range cases {
-		summarize(c, results[i], done)
-		done[c.name] = results[i]
+// finish summarizes the results, prints the summary (one table per queue
+// type) and the BENCH lines, and returns the report.
+func finish(out io.Writer, runs []caseRun) *Report {
+	done := map[broker.QueueType]map[string]*Result{}
+	rep := &Report{}
+	width := len("case")
+	for _, r := range runs {
+		if done[r.qtype] == nil {
+			done[r.qtype] = map[string]*Result{}
+		}
+		summarize(r.caseDef, r.res, done[r.qtype])
+		done[r.qtype][r.name] = r.res
+		rep.Results = append(rep.Results, r.res)
+		width = max(width, len(r.name))
 	}
-	rep := &Report{Results: results}
 	rep.PeakRSS, _ = procStatus("self", "VmHWM")
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	rep.HeapInuse, rep.HeapAlloc = ms.HeapInuse, ms.HeapAlloc
 
-	width := len("case")
-	for _, c := range cases {
-		width = max(width, len(c.name))
-	}
-	fmt.Fprintf(out, "\n== summary\n")
-	fmt.Fprintf(out, "  %-*s  %12s %-5s  %-25s  %-8s  %-7s  %s\n", width, "case", "median", "unit", "min–max (rounds)", "ratio", "target", "ratio is")
-	for i, c := range cases {
-		res := results[i]
-		if len(res.Rounds) == 0 {
-			line := fmt.Sprintf("  %-*s  %12s %-5s  %-25s  %-8s  %-7s", width, c.name, "-", c.unit, "no successful round", "-", dash(c.target))
-			fmt.Fprintln(out, strings.TrimRight(line, " "))
-			continue
+	for i, r := range runs {
+		if i == 0 || runs[i-1].qtype != r.qtype {
+			fmt.Fprintf(out, "\n== summary: %s queues\n", r.qtype)
+			fmt.Fprintf(out, "  %-*s  %12s %-5s  %-25s  %-8s  %-7s  %s\n", width, "case", "median", "unit", "min–max (rounds)", "ratio", "target", "ratio is")
 		}
-		mm := formatValue(res.Min, c.unit) + "–" + formatValue(res.Max, c.unit)
-		line := fmt.Sprintf("  %-*s  %12s %-5s  %-25s  %-8s  %-7s  %s", width, c.name, formatValue(res.Median, c.unit), c.unit,
-			fmt.Sprintf("%s (%d)", mm, len(res.Rounds)), ratioText(res), dash(c.target), against(c, res))
-		fmt.Fprintln(out, strings.TrimRight(line, " "))
+		fmt.Fprintln(out, summaryLine(r, width))
 	}
-	for _, res := range results {
+	for _, res := range rep.Results {
 		for _, w := range res.Warnings {
-			fmt.Fprintf(out, "  WARNING %s: %s\n", res.Case, w)
+			fmt.Fprintf(out, "  WARNING %s (%s): %s\n", res.Case, res.QueueType, w)
 		}
 		for _, err := range res.Errors {
-			fmt.Fprintf(out, "  FAILED %s: %v\n", res.Case, err)
+			fmt.Fprintf(out, "  FAILED %s (%s): %v\n", res.Case, res.QueueType, err)
 		}
 	}
 	runtime.GC()
@@ -84,10 +81,23 @@ func finish(out io.Writer, cases []caseDef, results []*Result) *Report {
 	fmt.Fprintf(out, "\nbench process: peak RSS %s MiB (VmHWM); heap at the end: in use %s MiB, allocated %s MiB (after a GC: %s MiB, %s MiB); %d goroutines\n",
 		mib(rep.PeakRSS), mib(rep.HeapInuse), mib(rep.HeapAlloc), mib(ms.HeapInuse), mib(ms.HeapAlloc), runtime.NumGoroutine())
 	fmt.Fprintln(out)
-	for i, c := range cases {
-		fmt.Fprintln(out, benchLine(c, results[i]))
+	for _, r := range runs {
+		fmt.Fprintln(out, benchLine(r.caseDef, r.res))
 	}
 	return rep
+}
+
+// summaryLine is a case's line in the summary table.
+func summaryLine(r caseRun, width int) string {
+	res := r.res
+	if len(res.Rounds) == 0 {
+		line := fmt.Sprintf("  %-*s  %12s %-5s  %-25s  %-8s  %-7s", width, r.name, "-", r.unit, "no successful round", "-", dash(r.target))
+		return strings.TrimRight(line, " ")
+	}
+	mm := formatValue(res.Min, r.unit) + "–" + formatValue(res.Max, r.unit)
+	line := fmt.Sprintf("  %-*s  %12s %-5s  %-25s  %-8s  %-7s  %s", width, r.name, formatValue(res.Median, r.unit), r.unit,
+		fmt.Sprintf("%s (%d)", mm, len(res.Rounds)), ratioText(res), dash(r.target), against(r.caseDef, res))
+	return strings.TrimRight(line, " ")
 }
 
 // benchLine is the parseable line of a case.
@@ -101,8 +111,8 @@ func benchLine(c caseDef, res *Result) string {
 	if res.HasRatio {
 		ratio = strconv.FormatFloat(res.Ratio, 'f', 3, 64)
 	}
-	return fmt.Sprintf("BENCH case=%s value=%s unit=%s min=%s max=%s ratio=%s target=%s",
-		c.name, value, c.unit, lo, hi, ratio, dash(c.target))
+	return fmt.Sprintf("BENCH case=%s queue=%s value=%s unit=%s min=%s max=%s ratio=%s target=%s",
+		c.name, res.QueueType, value, c.unit, lo, hi, ratio, dash(c.target))
 }
 
 // against names what the ratio compares with.
