@@ -148,7 +148,7 @@ func (e *executor) call(hctx context.Context, d *Delivery) (err error) {
 func (e *executor) commit(hctx context.Context, j *job, tx *txWrites) result {
 	store := e.claims.tx
 	var res result
-	withRetries(hctx, func() bool {
+	withRetries(hctx, commitRetries, func() bool {
 		err := store.MarkDoneWith(hctx, j.d.IdempotencyKey, j.owner, e.ttl, tx.all)
 		down := dedupe.Unavailable(err)
 		e.health.storeResult(down)

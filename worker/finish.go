@@ -116,7 +116,7 @@ func (f *finisher) markAll(hctx context.Context, reqs []dedupe.Ref) []error {
 	for i := range pending {
 		pending[i] = i
 	}
-	withRetries(hctx, func() bool {
+	withRetries(hctx, markRetries, func() bool {
 		batch := make([]dedupe.Ref, len(pending))
 		for k, i := range pending {
 			batch[k] = reqs[i]

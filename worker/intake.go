@@ -14,12 +14,19 @@ import (
 // maxClaimBatch bounds how many deliveries are claimed in one round trip.
 const maxClaimBatch = 64
 
-// claimBatchSize is how many deliveries intake claims at once: one
-// handler's worth. It hands a batch out through a buffer of the same size
-// and claims the next one meanwhile, so its round trip overlaps the
-// handlers' work; at most two handlers' worth of claimed messages wait for
-// a free handler, so none waits longer than about two handler runs.
-func claimBatchSize(concurrency int) int { return min(maxClaimBatch, concurrency) }
+// claimBatchSize is how many deliveries intake claims at once: a quarter
+// of the prefetch window left beside the running handlers, at least one
+// per handler and at most maxClaimBatch. It hands a batch out through a
+// buffer of the same size and claims the next one meanwhile, so the
+// store's round trip overlaps the handlers' work, and with fast handlers
+// one round trip serves many runs. Half the window beside the handlers
+// stays for finished messages waiting for their done marks and acks (see
+// the ack batch in Worker.consume), so that the claims ahead never hold
+// the window shut. Claimed messages waiting for a handler are renewed by
+// the keeper like running ones.
+func claimBatchSize(concurrency, prefetch int) int {
+	return max(1, min(maxClaimBatch, max(concurrency, (prefetch-concurrency)/4)))
+}
 
 // claims takes, renews and gives up a route's dedupe claims.
 type claims struct {

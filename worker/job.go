@@ -24,6 +24,7 @@ type job struct {
 	// The dedupe claim: taken by intake (claimed), or by execute for a
 	// job that intake did not claim.
 	claimed   bool
+	parked    bool // it waited for another owner's claim (holder.go)
 	claimedAt time.Time
 	owner     string
 	status    dedupe.Status

@@ -41,6 +41,7 @@ type pipeline struct {
 	gate    *gate     // the outage breaker (pause.go)
 	limits  *limits   // per-key limits (limit.go); nil without
 	ordered bool      // retries in place (order.go)
+	parked  *parking  // jobs waiting for another owner's claim (holder.go)
 
 	wg         sync.WaitGroup // handlers and intake
 	finWG      sync.WaitGroup
@@ -76,7 +77,7 @@ func newPipeline(c pipelineConfig) *pipeline {
 	p.intake = &intake{
 		deliveries: c.src.Deliveries(),
 		view:       viewer{queue: r.Queue, maxAttempts: r.Retry.MaxAttempts, prefix: c.prefix, dedupeKey: r.DedupeKey}.of,
-		claims:     c.claims, batch: claimBatchSize(r.Concurrency),
+		claims:     c.claims, batch: claimBatchSize(r.Concurrency, r.Prefetch),
 		stopping: p.stopping, inFlight: c.metrics.inFlight, giveBack: p.giveBack,
 	}
 	p.exec = &executor{handler: c.handler, timeout: r.Timeout, policy: r.Retry, log: c.log,
@@ -86,6 +87,7 @@ func newPipeline(c pipelineConfig) *pipeline {
 	p.gate = newGate(r, c.src, c.log, c.pause)
 	p.limits = newLimits(r, c.limiter, c.log, c.pause)
 	p.ordered = r.Order.Partitions > 0 && !r.Order.Overtake
+	p.parked = newParking(r.Prefetch)
 	if c.claims != nil {
 		p.fin = newFinisher(&finisher{store: c.claims.store, claims: c.claims, ttl: c.ttl, log: c.log, health: c.health, complete: p.complete}, r.Prefetch)
 	}
@@ -133,18 +135,29 @@ func (p *pipeline) direct(hctx context.Context) {
 	}
 }
 
-// claimed runs the jobs intake hands out. Once the drain has begun, the
-// jobs still waiting in the hand-out buffer go back to the queue.
+// claimed runs the jobs intake hands out, and the parked ones once they
+// are decided. Once the drain has begun, the jobs still waiting in the
+// hand-out buffer go back to the queue.
 func (p *pipeline) claimed(hctx context.Context, jobs <-chan *job) {
 	defer p.wg.Done()
-	for j := range jobs {
-		if p.intake.draining() {
+	for {
+		var j *job
+		select {
+		case j = <-p.parked.ready:
+		case next, ok := <-jobs:
+			if !ok {
+				return
+			}
+			j = next
+		}
+		switch {
+		case p.intake.draining():
 			rctx, cancel := releaseContext(hctx)
 			p.giveBack(rctx, []*job{j})
 			cancel()
-			continue
+		case !p.park(hctx, j):
+			p.run(hctx, j)
 		}
-		p.run(hctx, j)
 	}
 }
 

@@ -132,7 +132,7 @@ func TestPipelineDrainReleasesUnstartedClaims(t *testing.T) {
 // and acks once it is stored.
 func TestPipelineFinisherRetriesDoneMarks(t *testing.T) {
 	r := newRig(t, rigOptions{handler: failing(nil), dedupe: true})
-	r.store.markFails.Store(storeTries - 1)
+	r.store.markFails.Store(int32(markRetries.tries - 1))
 	r.start()
 	tag := r.deliver("m1", nil)
 	r.acks.waitSettled(t, 1)
@@ -140,8 +140,8 @@ func TestPipelineFinisherRetriesDoneMarks(t *testing.T) {
 	if got := r.acks.result(tag); got != settledAck {
 		t.Errorf("settled with %q, want ack", got)
 	}
-	if got := r.store.marks.Load(); got != storeTries {
-		t.Errorf("%d mark calls, want %d", got, storeTries)
+	if got := r.store.marks.Load(); got != int32(markRetries.tries) {
+		t.Errorf("%d mark calls, want %d", got, markRetries.tries)
 	}
 	if st, _ := r.store.Claim(context.Background(), r.key("m1"), "other", time.Minute); st != dedupe.Done {
 		t.Errorf("after the retries the message is %v, want done", st)
@@ -151,7 +151,7 @@ func TestPipelineFinisherRetriesDoneMarks(t *testing.T) {
 	}
 }
 
-// The finisher gives a done mark up after storeTries calls, and acks the
+// The finisher gives a done mark up after markRetries.tries calls, and acks the
 // message all the same: its effect has happened.
 func TestPipelineFinisherGivesUp(t *testing.T) {
 	r := newRig(t, rigOptions{handler: failing(nil), dedupe: true})
@@ -163,8 +163,8 @@ func TestPipelineFinisherGivesUp(t *testing.T) {
 	if got := r.acks.result(tag); got != settledAck {
 		t.Errorf("settled with %q, want ack", got)
 	}
-	if got := r.store.marks.Load(); got != storeTries {
-		t.Errorf("%d mark calls, want %d", got, storeTries)
+	if got := r.store.marks.Load(); got != int32(markRetries.tries) {
+		t.Errorf("%d mark calls, want %d", got, markRetries.tries)
 	}
 	if !r.health.storeDown.Load() {
 		t.Error("the store answered no mark call, but readiness says it is up")
