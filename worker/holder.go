@@ -22,10 +22,12 @@ type parking struct {
 	room  int32        // most jobs parked at once
 }
 
-// newParking makes room for half the prefetch window, so that the other
-// half keeps the route's other messages flowing meanwhile.
+// newParking makes room for the whole prefetch window: a worker that
+// takes over a dead worker's messages may wait up to one lease with its
+// window full of them, rather than send any of them to the back of the
+// queue.
 func newParking(prefetch int) *parking {
-	return &parking{ready: make(chan *job), room: int32(max(1, prefetch/2))}
+	return &parking{ready: make(chan *job), room: int32(max(1, prefetch))}
 }
 
 // park gives a job whose claim another owner held when intake claimed it
