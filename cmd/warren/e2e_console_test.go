@@ -386,6 +386,9 @@ func TestE2EConsoleOverviewGroupsPurge(t *testing.T) {
 	if moved := value(t, ctx, "purged", chromedp.Text(chromedp.ID("moved"))); moved != "50" {
 		t.Errorf("purge reports %q, want 50", moved)
 	}
+	if progress := value(t, ctx, "purge progress", chromedp.Text(chromedp.ID("progress"))); !strings.Contains(progress, "50 purged") {
+		t.Errorf("purge progress reads %q, want it to say 50 purged", progress)
+	}
 	if n := admin.WaitCount(dlq, 0, settleWait); n != 0 {
 		t.Fatalf("after the purge %s holds %d, want 0", dlq, n)
 	}

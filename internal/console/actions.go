@@ -26,7 +26,7 @@ func (c *Console) replayPost(w http.ResponseWriter, r *http.Request, who string)
 		return
 	}
 	what = fmt.Sprintf("replay %s %s", what, o.Describe())
-	id := c.start(&job{What: what, Who: who, DryRun: o.DryRun}, c.replayJob(dlqs, o))
+	id := c.start(&job{What: what, Verb: "replayed", Who: who, DryRun: o.DryRun}, c.replayJob(dlqs, o))
 	http.Redirect(w, r, "/jobs/"+strconv.Itoa(id), http.StatusSeeOther)
 }
 
@@ -106,7 +106,7 @@ func (c *Console) purgePost(w http.ResponseWriter, r *http.Request, who string) 
 		http.Error(w, fmt.Sprintf("400 bad request: %s is not a dead-letter queue of this console's routes", q), http.StatusBadRequest)
 		return
 	}
-	id := c.start(&job{What: "purge " + q, Who: who}, c.purgeJob(q))
+	id := c.start(&job{What: "purge " + q, Verb: "purged", Who: who}, c.purgeJob(q))
 	http.Redirect(w, r, "/jobs/"+strconv.Itoa(id), http.StatusSeeOther)
 }
 

@@ -21,6 +21,7 @@ const maxPlanned = 200
 type job struct {
 	ID      int
 	What    string // e.g. "replay group 1a2b… of orders.dlq to orders"
+	Verb    string // what is done to each letter: "replayed", "purged"
 	Who     string
 	DryRun  bool
 	Started time.Time
