@@ -130,7 +130,7 @@ prepare() {
 			log.console = false
 		EOF
 		echo '[].' >"$hd/advanced.config"
-		echo '[].' >"$hd/enabled_plugins"
+		echo '[rabbitmq_consistent_hash_exchange].' >"$hd/enabled_plugins" # ordered routes
 	done
 }
 

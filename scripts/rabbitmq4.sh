@@ -36,7 +36,8 @@
 #   epmd on 4369; distribution on 127.0.0.1 only; config /etc/warren-rabbit4/rabbitmq.conf
 #   and advanced.config (consumer timeouts checked every second: channel_tick_interval);
 #   data /var/lib/warren-rabbit4/<node> (RABBITMQ_MNESIA_BASE), logs /var/log/warren-rabbit4
-#   (<node>.log); no plugins; run as root inside the root (Debian's wrappers that switch to
+#   (<node>.log); plugin rabbitmq_consistent_hash_exchange (for ordered routes; enabled_plugins
+#   is rewritten on every start); run as root inside the root (Debian's wrappers that switch to
 #   the rabbitmq user are bypassed: /usr/lib/rabbitmq/bin comes first on PATH).
 #
 # More nodes on the same root (e.g. a 4.0 cluster): `exec` passes every RABBITMQ_* and
@@ -203,6 +204,8 @@ EOF
 %% Written by scripts/rabbitmq4.sh; rewritten on every start.
 [{rabbit, [{channel_tick_interval, 1000}]}].
 EOF
+	# Ordered routes declare consistent-hash exchanges.
+	echo '[rabbitmq_consistent_hash_exchange].' >"$ROOT/etc/warren-rabbit4/enabled_plugins"
 }
 
 # amqp_handshake: the server answers the protocol header with Connection.Start.

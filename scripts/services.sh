@@ -282,7 +282,12 @@ main() {
 		ensure redis redis-server redis-server || rc=1
 		ensure rabbitmq rabbitmq-server rabbitmq-server || rc=1
 		# warren console reads queue rates from the management API (127.0.0.1:15672); idempotent.
-		if is_loopback && have rabbitmq-plugins; then rabbitmq-plugins enable --quiet rabbitmq_management >/dev/null || err "rabbitmq: could not enable rabbitmq_management"; fi
+		# Ordered routes need rabbitmq_consistent_hash_exchange (without it their tests start a
+		# private node each, which is slower). Both idempotent.
+		if is_loopback && have rabbitmq-plugins; then
+			rabbitmq-plugins enable --quiet rabbitmq_management >/dev/null || err "rabbitmq: could not enable rabbitmq_management"
+			rabbitmq-plugins enable --quiet rabbitmq_consistent_hash_exchange >/dev/null || err "rabbitmq: could not enable rabbitmq_consistent_hash_exchange"
+		fi
 		;;
 	check)
 		check redis "$REDIS_PORT" "PONG" || rc=1

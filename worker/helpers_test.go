@@ -58,9 +58,15 @@ func newFixture(t *testing.T, cfg worker.Config, routes ...worker.Route) *fixtur
 		if policy.Delays == nil {
 			policy.Delays = cfg.RetryDelays
 		}
-		f.admin.DeleteQueues(r.Queue, retry.DLQ(r.Queue))
-		for _, d := range policy.WithDefaults().Delays {
-			f.admin.DeleteQueues(retry.TierQueue(r.Queue, d))
+		queues := []string{r.Queue}
+		for i := range r.Order.Partitions {
+			queues = append(queues, worker.PartitionQueue(r.Queue, i))
+		}
+		for _, q := range queues {
+			f.admin.DeleteQueues(q, retry.DLQ(q))
+			for _, d := range policy.WithDefaults().Delays {
+				f.admin.DeleteQueues(retry.TierQueue(q, d))
+			}
 		}
 		if err := w.Handle(r); err != nil {
 			t.Fatalf("handle: %v", err)

@@ -9,8 +9,8 @@ import (
 	"github.com/warrenmq/warren/broker"
 )
 
-// maxPartitions bounds Order.Partitions.
-const maxPartitions = 1000
+// MaxPartitions bounds Order.Partitions.
+const MaxPartitions = 1000
 
 // Order makes a route ordered: messages with the same ordering key are
 // handled one at a time, in publish order, across every worker of the
@@ -58,8 +58,8 @@ func (o Order) validate(r Route) error {
 	switch {
 	case o.Partitions == 0:
 		return nil
-	case o.Partitions < 0 || o.Partitions > maxPartitions:
-		return fmt.Errorf("order: partitions must be between 1 and %d, got %d", maxPartitions, o.Partitions)
+	case o.Partitions < 0 || o.Partitions > MaxPartitions:
+		return fmt.Errorf("order: partitions must be between 1 and %d, got %d", MaxPartitions, o.Partitions)
 	case r.Exchange == "":
 		return errors.New("order: an ordered route needs an Exchange, declared as a consistent-hash exchange")
 	case !r.Limits.zero():

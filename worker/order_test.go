@@ -16,7 +16,7 @@ import (
 )
 
 // TestOrderedRoutePerKeyOrder: on a broker with the consistent-hash
-// plugin (a private node), two workers run an ordered route of four
+// plugin (the test broker, or a private node when it lacks it), two workers run an ordered route of four
 // partitions. Several keys' messages, numbered in publish order, are
 // handled one at a time per key and in order, also when one of them
 // fails twice: it is retried in place and the key's next message waits
@@ -25,12 +25,8 @@ import (
 // the hand-over.
 func TestOrderedRoutePerKeyOrder(t *testing.T) {
 	t.Parallel()
-	if testing.Short() {
-		t.Skip("starts a private RabbitMQ node (about 30s)")
-	}
-	rmq := testenv.StartPrivateRabbit(t, "rabbitmq_consistent_hash_exchange")
 	cfg := testConfig(t)
-	cfg.AMQPURL = rmq.URL()
+	cfg.AMQPURL = testenv.ConsistentHashURL(t)
 	cfg.RetryDelays = []time.Duration{50 * time.Millisecond, 100 * time.Millisecond}
 	const keys, perKey = 6, 12
 	var (

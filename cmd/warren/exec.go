@@ -16,7 +16,8 @@ import (
 
 // execHandler runs a command per message: the body on standard input, the
 // metadata in WARREN_MSG_* environment variables. Exit 0 acks, exit 65
-// dead-letters, any other exit, a crash or the timeout retries. The
+// dead-letters, exit 75 says the dependency is down (the message goes
+// back, the route pauses), any other exit, a crash or the timeout retries. The
 // command runs under an exec guard (see guard.go), which kills it with
 // everything it started when the handler's context ends or warren dies.
 type execHandler struct {
@@ -92,6 +93,9 @@ func (h *execHandler) Handle(ctx context.Context, d *worker.Delivery) error {
 	var ee *exec.ExitError
 	if errors.As(err, &ee) && ee.ExitCode() == ExitPermanent {
 		return worker.Permanent(fmt.Errorf("%s exited with %d: %s", h.argv[0], ExitPermanent, msg))
+	}
+	if errors.As(err, &ee) && ee.ExitCode() == ExitUnavailable {
+		return worker.Unavailable(fmt.Errorf("%s exited with %d: %s", h.argv[0], ExitUnavailable, msg))
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("%s: %w", h.argv[0], ctx.Err())

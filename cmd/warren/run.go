@@ -15,6 +15,11 @@ import (
 // message to be dead-lettered at once (EX_DATAERR).
 const ExitPermanent = 65
 
+// ExitUnavailable is the exit code with which an exec handler says that
+// its dependency is down (EX_TEMPFAIL): worker.Unavailable, the message
+// goes back without spending an attempt and the route pauses.
+const ExitUnavailable = 75
+
 func runCmd(ctx context.Context, args []string, _ io.Writer) error {
 	fs := flags("run", "-queue Q (-exec 'command args' | -http URL) [flags]")
 	queue := fs.String("queue", "", "queue to consume (required)")
@@ -26,10 +31,12 @@ func runCmd(ctx context.Context, args []string, _ io.Writer) error {
 	url := fs.String("http", "", "URL to POST each message to")
 	conc := fs.Int("concurrency", 0, "handlers at once (default WARREN_CONCURRENCY)")
 	timeout := fs.Duration("timeout", 0, "handler timeout (default WARREN_HANDLER_TIMEOUT)")
+	flow := addFlowFlags(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
+	flow.seen(fs)
 	if len(pos) > 0 {
 		return fmt.Errorf("run: unexpected argument %q (quote the -exec command line)", pos[0])
 	}
@@ -44,17 +51,20 @@ func runCmd(ctx context.Context, args []string, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
+	route := worker.Route{
+		Queue: *queue, Exchange: *exchange, ExchangeKind: *kind, BindingKeys: keys,
+		Concurrency: *conc, Timeout: *timeout, Handler: h,
+	}
+	if err := flow.apply(&route, cfg); err != nil {
+		return err
+	}
 	cfg.TracerProvider = tracerOf(ctx)
 	w, err := worker.New(cfg)
 	if err != nil {
 		return err
 	}
 	// What the AMQP and Redis clients log goes through the worker's logger.
-	err = w.Handle(worker.Route{
-		Queue: *queue, Exchange: *exchange, ExchangeKind: *kind, BindingKeys: keys,
-		Concurrency: *conc, Timeout: *timeout, Handler: h,
-	})
-	if err != nil {
+	if err := w.Handle(route); err != nil {
 		return err
 	}
 	return w.Run(ctx)
