@@ -185,7 +185,7 @@ func (p *pipeline) run(hctx context.Context, j *job) {
 		res = p.inPlace(ctx, j, res)
 	}
 	release()
-	p.gate.report(trial, res)
+	res = p.gate.outcome(trial, res)
 	if j.markDone {
 		// Success under a claim: the finisher stores the done mark,
 		// batched with others, and only then acks.
