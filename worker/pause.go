@@ -171,6 +171,14 @@ func (g *gate) outcome(trial bool, res result) result {
 	return unspent(g.firstTier, res.Kind, res.err)
 }
 
+// failedInPlace reports a failure that an ordered route retries in place
+// and says whether the route is paused now: the message then goes back
+// to the head of its partition instead of waiting its tier.
+func (g *gate) failedInPlace(trial bool, res result) bool {
+	g.report(trial, res)
+	return g.b.State() != flow.Closed
+}
+
 // breakerResult is what a result says about the handler's dependency:
 // Unavailable says it is down; a success that it answers; a handler's
 // error, panic or timeout is a failure toward Pause.After; anything else

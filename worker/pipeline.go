@@ -182,7 +182,7 @@ func (p *pipeline) run(hctx context.Context, j *job) {
 	}
 	res := p.exec.execute(ctx, j)
 	if p.ordered {
-		res = p.inPlace(ctx, j, res)
+		res, trial = p.inPlace(ctx, j, res, trial)
 	}
 	release()
 	res = p.gate.outcome(trial, res)
