@@ -209,6 +209,8 @@ type rigOptions struct {
 	lease       time.Duration        // 0 means a minute
 	policy      retry.Policy         // zero means tiers 1s, 10s and 3 attempts
 	tp          trace.TracerProvider // nil means tracing off
+	ordered     bool                 // retries in place, as an ordered route's partition
+	pause       Pause
 }
 
 func newRig(t *testing.T, o rigOptions) *rig {
@@ -229,7 +231,10 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		o.policy = retry.Policy{Delays: []time.Duration{time.Second, 10 * time.Second}, MaxAttempts: 3}
 	}
 	route := Route{Queue: "q", Name: "q", Handler: o.handler, Concurrency: o.concurrency, Prefetch: 2 * o.concurrency,
-		Timeout: o.timeout, Retry: o.policy.WithDefaults()}
+		Timeout: o.timeout, Retry: o.policy.WithDefaults(), Pause: o.pause}
+	if o.ordered {
+		route.Order = Order{Partitions: 1}
+	}
 	r := &rig{t: t, src: newFakeSource(64), acks: newFakeAcks(), copies: o.copies, route: route, health: &health{}}
 	log := zaptest.NewLogger(t)
 	m := newMetrics()

@@ -35,7 +35,8 @@ const MaxPartitions = 1000
 // letter leaves the partition: the key's next messages go on without it.
 // A message whose handler says Unavailable is put back at the head of the
 // partition (not through a tier) and that partition's consumer pauses
-// (each partition pauses on its own). Changing
+// (each partition pauses on its own); so is a failing one whose failures
+// pause the partition (Pause.After). Changing
 // Partitions re-hashes keys over the new set: messages already in a
 // partition queue stay there (a removed partition must be drained by
 // hand), and for a key that moves, order between its old and new
@@ -104,26 +105,34 @@ func (r Route) orderArgs(queueArgs map[string]any) map[string]any {
 
 // inPlace retries res's message in place while it is a retry that spends
 // an attempt: it waits the tier's delay, holding the partition, and runs
-// the handler again. A message whose handler said Unavailable goes back
-// to the head of its queue. When the drain begins during a wait, the
-// message goes back to the head of its queue too.
-func (p *pipeline) inPlace(hctx context.Context, j *job, res result) result {
+// the handler again. Each failure is reported to the partition's breaker
+// as it comes (trial: the first run was the trial; the trial returned is
+// false once reported); when the failures pause the partition, the
+// message goes back to the head of its queue instead of waiting, as one
+// whose handler said Unavailable does. When the drain begins during a
+// wait, the message goes back to the head of its queue too.
+func (p *pipeline) inPlace(hctx context.Context, j *job, res result, trial bool) (result, bool) {
 	for res.Outcome == OutcomeRetry && res.spend {
+		paused := p.gate.failedInPlace(trial, res)
+		trial = false
+		if paused {
+			return requeue(res.Kind, res.err), false
+		}
 		t := time.NewTimer(res.Delay)
 		select {
 		case <-t.C:
 		case <-p.stopping:
 			t.Stop()
-			return requeue(res.Kind, res.err)
+			return requeue(res.Kind, res.err), trial
 		case <-hctx.Done():
 			t.Stop()
-			return requeue(res.Kind, res.err)
+			return requeue(res.Kind, res.err), trial
 		}
 		j.d.Attempt++
 		res = p.exec.execute(hctx, j)
 	}
 	if res.Kind == KindUnavailable {
-		return requeue(res.Kind, res.err)
+		return requeue(res.Kind, res.err), trial
 	}
-	return res
+	return res, trial
 }

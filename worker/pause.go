@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -23,8 +24,10 @@ type pausable interface {
 // subscribes with a prefetch of one and lets one trial job through; closed,
 // it subscribes with its prefetch again. It owns the breaker's goroutine.
 type gate struct {
-	b   *flow.Breaker
-	log *zap.Logger
+	b         *flow.Breaker
+	log       *zap.Logger
+	firstTier time.Duration // where an excused failure goes (see outcome)
+	inPlace   bool          // an ordered route's: it goes back to the head instead
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -65,7 +68,7 @@ func (m *flowMetrics) register(reg prometheus.Registerer) error {
 
 // newGate builds route r's gate; src is paused and resumed when it can be.
 func newGate(r Route, src source, log *zap.Logger, m *flowMetrics) *gate {
-	g := &gate{log: log}
+	g := &gate{log: log, firstTier: r.Retry.Delays[0], inPlace: r.Order.Partitions > 0 && !r.Order.Overtake}
 	ps, _ := src.(pausable)
 	var paused prometheus.Gauge
 	var pauses prometheus.Counter
@@ -147,6 +150,33 @@ func (g *gate) admit(ctx context.Context) (trial, ok bool) { return g.b.Admit(ct
 // dependency.
 func (g *gate) report(trial bool, res result) {
 	g.b.Report(trial, breakerResult(res), res.err)
+}
+
+// outcome reports a handler's result to the breaker and returns what to
+// carry out. A failure that ends while the route is paused (a trial's, or
+// a handler's that started before the pause) spends no attempt: the route
+// paused because its dependency is down, and the failure is taken for
+// that. It goes round the first tier (an ordered route's back to the head
+// of its partition), as Unavailable does, never to the dead letters; the
+// failures that pause the route spend theirs.
+func (g *gate) outcome(trial bool, res result) result {
+	paused := g.b.State() != flow.Closed
+	g.report(trial, res)
+	if !paused || breakerResult(res) != flow.Failure {
+		return res
+	}
+	if g.inPlace {
+		return requeue(res.Kind, res.err)
+	}
+	return unspent(g.firstTier, res.Kind, res.err)
+}
+
+// failedInPlace reports a failure that an ordered route retries in place
+// and says whether the route is paused now: the message then goes back
+// to the head of its partition instead of waiting its tier.
+func (g *gate) failedInPlace(trial bool, res result) bool {
+	g.report(trial, res)
+	return g.b.State() != flow.Closed
 }
 
 // breakerResult is what a result says about the handler's dependency:

@@ -222,3 +222,43 @@ func TestDecideUnavailable(t *testing.T) {
 		}
 	}
 }
+
+// TestPauseFailureWhilePausedSpendsNoAttempt: once the route is paused,
+// a failing trial spends no attempt; it goes round the first tier. With
+// two attempts, one message and a dependency down for several trials,
+// the message is never dead-lettered and succeeds once it is back.
+func TestPauseFailureWhilePausedSpendsNoAttempt(t *testing.T) {
+	t.Parallel()
+	var up atomic.Bool
+	var calls atomic.Int32
+	rec := newRecorder()
+	f := newFixture(t, testConfig(t), worker.Route{
+		Queue: ".q", Concurrency: 1,
+		Retry: retry.Policy{MaxAttempts: 2, Delays: []time.Duration{50 * time.Millisecond}},
+		Pause: worker.Pause{After: 1, MinBackoff: 50 * time.Millisecond, MaxBackoff: 100 * time.Millisecond},
+		Handler: worker.HandlerFunc(func(_ context.Context, d *worker.Delivery) error {
+			calls.Add(1)
+			if !up.Load() {
+				return errors.New("downstream timeout")
+			}
+			rec.record(d)
+			return nil
+		}),
+	}).start()
+	q := f.queue + ".q"
+	f.publish(".q", broker.Message{MessageID: "m", Body: []byte("x")})
+	// The first failure pauses the route and spends attempt 1; every
+	// trial after it fails too.
+	waitUntil(t, 30*time.Second, func() bool { return calls.Load() >= 5 || f.admin.Count(retry.DLQ(q)) > 0 })
+	if got := f.admin.Count(retry.DLQ(q)); got != 0 {
+		t.Fatalf("%d dead letters: a trial that failed while the route was paused spent an attempt", got)
+	}
+	up.Store(true)
+	c := rec.wait(t, 1, 30*time.Second)[0]
+	if c.attempt != 2 {
+		t.Fatalf("succeeded on attempt %d, want 2 (only the failure that paused the route spent one)", c.attempt)
+	}
+	if got := f.admin.Count(retry.DLQ(q)); got != 0 {
+		t.Fatalf("%d dead letters", got)
+	}
+}

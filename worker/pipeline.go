@@ -195,10 +195,10 @@ func (p *pipeline) run(hctx context.Context, j *job) {
 	}
 	res := p.exec.execute(ctx, j)
 	if p.ordered {
-		res = p.inPlace(ctx, j, res)
+		res, trial = p.inPlace(ctx, j, res, trial)
 	}
 	release()
-	p.gate.report(trial, res)
+	res = p.gate.outcome(trial, res)
 	if j.markDone {
 		// Success under a claim: the finisher stores the done mark,
 		// batched with others, and only then acks.

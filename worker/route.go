@@ -69,7 +69,10 @@ type Route struct {
 // set, it calls it, and resumes when it returns nil; without, it
 // subscribes with a prefetch of one and runs one trial message, and
 // resumes when its handler succeeds. A failed probe doubles the wait, up
-// to MaxBackoff.
+// to MaxBackoff. A handler failure that ends while the route is paused
+// (a trial's, or a handler's that started before the pause) spends no
+// attempt: it goes round the first tier, as Unavailable does, so an
+// outage dead-letters nothing however long it lasts.
 type Pause struct {
 	// After is how many consecutive handler failures (errors, panics,
 	// timeouts; not permanent errors) pause the route. 0 means the

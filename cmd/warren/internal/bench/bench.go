@@ -204,6 +204,8 @@ func allCases() []caseDef {
 		{name: "ceiling-io", unit: UnitRate, reference: ioReference, run: (*env).ceilingIO},
 		{name: "baseline-io", unit: UnitRate, baseline: "ceiling-io", run: (*env).baselineIO},
 		{name: "io-bound", unit: UnitRate, baseline: "ceiling-io", target: ">=0.95", run: (*env).ioBound},
+		{name: "route-plain", unit: UnitRate, run: (*env).routePlain},
+		{name: "route-ordered", unit: UnitRate, baseline: "route-plain", run: (*env).routeOrdered},
 		{name: "memory-inflight", unit: UnitRatio, selfRatio: true, target: "<3", run: (*env).memoryInFlight},
 		{name: "idle-rss", unit: UnitMiB, target: "<30", run: (*env).idleRSS},
 	}

@@ -1,0 +1,58 @@
+package bench_test
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren/cmd/warren/internal/bench"
+	"github.com/warrenmq/warren/internal/testenv"
+)
+
+// TestRouteOrderedNeedsPlugin: on a broker without the consistent-hash
+// exchange plugin (a private node), route-ordered fails and says what to
+// enable.
+func TestRouteOrderedNeedsPlugin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a private RabbitMQ node (about 30s)")
+	}
+	rmq := testenv.StartPrivateRabbit(t)
+	var out bytes.Buffer
+	rep, err := bench.Run(context.Background(), bench.Options{
+		AMQPURL: rmq.URL(), Rounds: 1, Messages: 10, Cases: []string{"route-ordered"}, Out: &out,
+	})
+	t.Logf("bench output:\n%s", out.String())
+	if err == nil {
+		t.Fatal("route-ordered passed on a broker without the plugin")
+	}
+	res := rep.Result("route-ordered")
+	if res == nil || len(res.Errors) != 1 ||
+		!strings.Contains(res.Errors[0].Error(), "enable the rabbitmq_consistent_hash_exchange plugin") {
+		t.Fatalf("got %+v, want one error that says to enable the plugin", res)
+	}
+}
+
+// hasConsistentHash reports whether the broker at url knows the
+// consistent-hash exchange type: it declares an auto-delete exchange of
+// that type and deletes it.
+func hasConsistentHash(t *testing.T, url string) bool {
+	t.Helper()
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatalf("connecting to the test broker: %v", err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := testenv.Name(t)
+	if err := ch.ExchangeDeclare(name, "x-consistent-hash", false, true, false, false, nil); err != nil {
+		return false
+	}
+	_ = ch.ExchangeDelete(name, false, false)
+	return true
+}
