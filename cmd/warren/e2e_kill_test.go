@@ -168,8 +168,12 @@ func killAndHandOver(t *testing.T, survivor, backlog int) {
 
 	// Worker A takes exactly what it runs (prefetch = concurrency), so
 	// that once it runs inFlight handlers the next messages go to B.
+	// Its handlers outlive the default handler timeout (30s), so that a
+	// slow set-up (publishing the backlog one `warren publish` at a time
+	// took 30s once on a loaded machine) cannot time them out before the
+	// kill.
 	a := startRun(t, base.with(markEnv, markA, "KILL_TEST_WORKER", "A", "KILL_TEST_WORK", seconds(killedWork), "WARREN_PREFETCH", strconv.Itoa(inFlight)),
-		"-queue", q, "-exec", script, "-concurrency", strconv.Itoa(inFlight))
+		"-queue", q, "-exec", script, "-concurrency", strconv.Itoa(inFlight), "-timeout", (2 * killedWork).String())
 	for i := range inFlight {
 		publish(t, base, q, fmt.Sprintf("a-%d", i), "work")
 	}

@@ -152,7 +152,10 @@ func TestE2EExecNoOrphans(t *testing.T) {
 		mark := markTest(t)
 		e := baseEnv().with(markEnv, mark)
 		script, log := orphanScript(t)
-		w := startRun(t, e, "-queue", q, "-exec", script, "-timeout", "1s")
+		// Long enough for the first attempt to start its children on a
+		// loaded machine (a guard, a shell, two sleeps): at 1s all three
+		// attempts once timed out before that.
+		w := startRun(t, e, "-queue", q, "-exec", script, "-timeout", "5s")
 		publish(t, e, q, "m-slow", "slow")
 		waitFor(t, settleWait, "the first attempt to start its children", func() bool { return log.has("spawned m-slow 1") == 1 })
 		waitFor(t, settleWait, "the retry after the timeout", func() bool { return log.has("end m-slow 2") == 1 })
