@@ -198,10 +198,11 @@ func TestKeeperConfirmsBeforeRunning(t *testing.T) {
 	}
 }
 
-// An in-progress copy waits on the first tier while a dead holder's lease
-// may run out, then climbs the tiers.
+// An in-progress copy whose holder keeps its claim past a parked lease
+// waits on the first tier while a dead holder's lease may run out, then
+// climbs the tiers.
 func TestInProgressRoundsClimbTheTiers(t *testing.T) {
-	r := newRig(t, rigOptions{dedupe: true, handler: failing(nil)})
+	r := newRig(t, rigOptions{dedupe: true, handler: failing(nil), lease: 2 * time.Second})
 	lease := r.pipe.intake.claims.lease
 	if _, err := r.store.Claim(context.Background(), r.key("m1"), "holder", time.Hour); err != nil {
 		t.Fatal(err)
