@@ -42,13 +42,27 @@ func newParking(prefetch int) *parking {
 // is taken (it runs here), found done (a duplicate), or still held at
 // the end (a live holder renews its lease all along: the message is
 // really running elsewhere, and goes round the tier as before). When the
-// drain begins it goes back to the queue. park reports false, and
-// leaves the job to the caller, when the job is not such a job or the
-// parking is full.
+// drain begins it goes back to the queue. On an ordered route the job
+// waits the same way but in its handler, so that the partition's next
+// message cannot overtake it. park reports false, and leaves the job to
+// the caller, when the job is not such a job, the parking is full, or
+// (ordered) it is decided.
 func (p *pipeline) park(hctx context.Context, j *job) bool {
 	c, pk := p.intake.claims, p.parked
 	if c == nil || j.parked || !j.claimed || j.cerr != nil || j.status != dedupe.InProgress {
 		return false
+	}
+	if p.ordered {
+		// The partition's next message must not overtake this one: it
+		// waits here, holding the partition's handler.
+		j.parked = true
+		if p.awaitHolder(hctx, j) {
+			return false
+		}
+		rctx, cancel := releaseContext(hctx)
+		p.giveBack(rctx, []*job{j})
+		cancel()
+		return true
 	}
 	if pk.in.Add(1) > pk.room {
 		pk.in.Add(-1)

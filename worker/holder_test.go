@@ -130,6 +130,38 @@ func TestPipelineParkedJobFreesItsHandler(t *testing.T) {
 	}
 }
 
+// On an ordered route the message waits in its handler: the partition's
+// next message does not overtake it.
+func TestPipelineOrderedWaitsInPlace(t *testing.T) {
+	const lease = 800 * time.Millisecond
+	var mu sync.Mutex
+	var order []string
+	h := HandlerFunc(func(_ context.Context, d *Delivery) error {
+		mu.Lock()
+		defer mu.Unlock()
+		order = append(order, d.MessageID)
+		return nil
+	})
+	r := newRig(t, rigOptions{handler: h, dedupe: true, lease: lease, concurrency: 1})
+	r.pipe.ordered = true
+	if st, err := r.store.Claim(context.Background(), r.key("m1"), "dead", lease); err != nil || st != dedupe.Claimed {
+		t.Fatalf("claim: %v, %v", st, err)
+	}
+	r.start()
+	r.deliver("m1", nil)
+	r.deliver("m2", nil)
+	r.acks.waitSettled(t, 2)
+	r.close()
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(order, []string{"m1", "m2"}) {
+		t.Errorf("ran %v, want m1 (once its dead holder's lease ran out), then m2", order)
+	}
+	if got := r.copies.queues(); len(got) != 0 {
+		t.Errorf("copies stored in %v, want none", got)
+	}
+}
+
 // A parked job goes back to the queue when the drain begins.
 func TestPipelineDrainGivesParkedBack(t *testing.T) {
 	var runs atomic.Int32
