@@ -172,7 +172,7 @@ printf 'end %%s\n' "$WARREN_MSG_MESSAGE_ID" >> '%[1]s'
 // a command on time even when it has a child process.
 func TestE2EExecTimeout(t *testing.T) {
 	t.Parallel()
-	const sleep = 8 // seconds the script's child sleeps
+	const sleep = 20 // seconds the script's child sleeps
 
 	t.Run("handler timeout", func(t *testing.T) {
 		t.Parallel()
@@ -180,14 +180,17 @@ func TestE2EExecTimeout(t *testing.T) {
 		q := queueNames(t, admin)
 		e := baseEnv()
 		script, log := slowScript(t, sleep)
-		w := startRun(t, e, "-queue", q, "-exec", script, "-timeout", "1s")
+		// 3s: on a loaded machine starting the guard and the shell took
+		// over 1s, and a second attempt that sleeps nothing timed out too.
+		w := startRun(t, e, "-queue", q, "-exec", script, "-timeout", "3s")
 		publish(t, e, q, "m-slow", "slow")
 		waitFor(t, settleWait, "the first attempt", func() bool { return log.has("start m-slow 1") == 1 })
 		start := time.Now()
 		waitFor(t, 2*sleep*time.Second, "the retry", func() bool { return log.has("end m-slow 2") == 1 })
-		// 1s timeout + the 200ms tier + slack.
-		if took := time.Since(start); took > 4*time.Second {
-			t.Errorf("with -timeout 1s the retry came %s after the first attempt started: the timeout waited for the script's child (sleep %ds)", took.Round(100*time.Millisecond), sleep)
+		// 3s timeout + the 200ms tier + the second attempt + slack, well
+		// short of the child's sleep.
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("with -timeout 3s the retry came %s after the first attempt started: the timeout waited for the script's child (sleep %ds)", took.Round(100*time.Millisecond), sleep)
 		}
 		w.stop()
 	})
