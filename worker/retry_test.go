@@ -340,8 +340,11 @@ watch:
 	if second.attempt != 2 {
 		t.Errorf("second call has attempt %d", second.attempt)
 	}
-	if gap := second.at.Sub(first.at); gap < time.Second {
-		t.Errorf("attempt 2 came after %s, want >= 1s (the 1s tier)", gap)
+	// The tier's TTL runs on the broker's clock, the gap on ours: they may
+	// differ by a few milliseconds (996ms was seen once, while the
+	// machine's clock was being corrected). The next tier down is 200ms.
+	if gap := second.at.Sub(first.at); gap < time.Second-50*time.Millisecond {
+		t.Errorf("attempt 2 came after %s, want about 1s or more (the 1s tier)", gap)
 	}
 	if seenLong != 1 {
 		t.Errorf("the 1s tier held at most %d messages while waiting, want 1", seenLong)
