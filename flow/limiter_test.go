@@ -172,9 +172,12 @@ func TestLimiterRate(t *testing.T) {
 	// Any Rate+1 consecutive starts span at least a period on Redis's
 	// clock. Redis took each decision between our before and after, so
 	// from the first one's before to the last one's after is at least
-	// that span, however long the round trips took.
+	// that span, however long the round trips took, less what Redis's
+	// clock (the system's wall clock, which may be slewed) gains on ours
+	// (monotonic): 399.9ms for 400ms was seen while the machine's clock
+	// was being corrected; 1% is allowed.
 	for i := lim.Rate; i < len(starts); i++ {
-		if span := starts[i].after.Sub(starts[i-lim.Rate].before); span < lim.Period {
+		if span := starts[i].after.Sub(starts[i-lim.Rate].before); span < lim.Period-lim.Period/100 {
 			t.Fatalf("%d starts within %s, rate %d per %s", lim.Rate+1, span, lim.Rate, lim.Period)
 		}
 	}

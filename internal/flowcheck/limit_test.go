@@ -41,7 +41,7 @@ func TestLimitPerKeyAcrossProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three worker processes")
 	}
-	bin := buildBinary(t, "./limitworker")
+	bin := testenv.BuildBinary(t, t.TempDir(), "./limitworker")
 	run := testenv.Name(t)
 	rc := testenv.RedisClient(t)
 	testenv.DeleteRedisPrefix(t, rc, run)

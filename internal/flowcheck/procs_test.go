@@ -1,7 +1,6 @@
 package flowcheck_test
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,23 +8,6 @@ import (
 	"testing"
 	"time"
 )
-
-// buildBinary compiles the main package in dir (relative to this
-// package, without -race, to save CPU) and returns the program's path.
-func buildBinary(t *testing.T, dir string) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-	}
-	bin := filepath.Join(t.TempDir(), filepath.Base(dir))
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, goBin, "build", "-o", bin, dir).CombinedOutput(); err != nil {
-		t.Fatalf("building %s: %v\n%s", dir, err, out)
-	}
-	return bin
-}
 
 // proc is a worker process; its output goes to a log file.
 type proc struct {

@@ -83,7 +83,7 @@ func TestOrderedFleetWithKill(t *testing.T) {
 	}
 	rdb := testenv.RedisClient(t)
 	testenv.DeleteRedisPrefix(t, rdb, name)
-	bin := buildWorker(t, t.TempDir())
+	bin := testenv.BuildBinary(t, t.TempDir(), "./orderworker")
 
 	start := time.Now()
 	logDir := t.TempDir()
@@ -320,22 +320,6 @@ func publish(t *testing.T, url, exchange string, keys, perKey int) {
 }
 
 // ---- worker processes ---------------------------------------------------
-
-// buildWorker compiles orderworker (without -race, to save CPU) into dir.
-func buildWorker(t *testing.T, dir string) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-	}
-	bin := filepath.Join(dir, "orderworker")
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, goBin, "build", "-o", bin, "./orderworker").CombinedOutput(); err != nil {
-		t.Fatalf("building orderworker: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // proc is one worker process; it is killed when the test ends.
 type proc struct {

@@ -23,24 +23,6 @@ import (
 	"github.com/warrenmq/warren/internal/testenv"
 )
 
-// buildWorker compiles the soakworker binary (without -race, to save CPU)
-// into dir and returns its path.
-func buildWorker(t *testing.T, dir string) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-	}
-	bin := filepath.Join(dir, "soakworker")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", bin, "./soakworker")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building soakworker: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // proc is one worker process.
 type proc struct {
 	name    string

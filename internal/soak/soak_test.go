@@ -204,7 +204,7 @@ func runSoak(t *testing.T, tg target) {
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	bin := buildWorker(t, tmp)
+	bin := testenv.BuildBinary(t, tmp, "./soakworker")
 	t.Logf("soak: worker built in %s; logs in %s", time.Since(start).Round(time.Millisecond), logDir)
 	start = time.Now() // the deadline and the wall time count from here
 
