@@ -50,7 +50,9 @@ func TestSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cases := bench.CaseNames()
-	if !hasConsistentHash(t, testenv.AMQPURL()) {
+	if ok, err := testenv.HasConsistentHash(testenv.AMQPURL()); err != nil {
+		t.Fatalf("checking the test broker for %s: %v", testenv.HashPlugin, err)
+	} else if !ok {
 		// TestRouteOrderedNeedsPlugin covers the case's failure then.
 		t.Log("the test broker has no consistent-hash exchange plugin: route-ordered left out")
 		cases = slices.DeleteFunc(cases, func(c string) bool { return c == "route-ordered" })

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/warrenmq/warren/cmd/warren/internal/bench"
 	"github.com/warrenmq/warren/internal/testenv"
 )
@@ -33,26 +31,4 @@ func TestRouteOrderedNeedsPlugin(t *testing.T) {
 		!strings.Contains(res.Errors[0].Error(), "enable the rabbitmq_consistent_hash_exchange plugin") {
 		t.Fatalf("got %+v, want one error that says to enable the plugin", res)
 	}
-}
-
-// hasConsistentHash reports whether the broker at url knows the
-// consistent-hash exchange type: it declares an auto-delete exchange of
-// that type and deletes it.
-func hasConsistentHash(t *testing.T, url string) bool {
-	t.Helper()
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatalf("connecting to the test broker: %v", err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := testenv.Name(t)
-	if err := ch.ExchangeDeclare(name, "x-consistent-hash", false, true, false, false, nil); err != nil {
-		return false
-	}
-	_ = ch.ExchangeDelete(name, false, false)
-	return true
 }
