@@ -41,7 +41,7 @@ func TestPipelineFailureWhilePausedSpendsNoAttempt(t *testing.T) {
 	msgs := r.copies.messages
 	queues := r.copies.queues()
 	if len(queues) != 2 || queues[1] != retry.TierQueue("q", 10*time.Millisecond) {
-		t.Fatalf("copies went to %v, want both to the first tier", queues)
+		t.Fatalf("copies went to %v, want both to the first tier; acks %v", queues, r.acks.snapshot())
 	}
 	if n, _ := retry.Attempt(msgs[1].Headers); n != 5 {
 		t.Fatalf("the failure that ended while paused went round with attempt %d, want 5 (none spent)", n)
