@@ -251,6 +251,24 @@ func messageIDs(prefix string, n int) []string {
 	return ids
 }
 
+// fillerChannel opens a confirmed channel on the admin connection for
+// filling queues; the caller closes it.
+func (e *env) fillerChannel() (*amqp.Channel, error) {
+	c, err := e.conn()
+	if err != nil {
+		return nil, err
+	}
+	ch, err := c.Channel()
+	if err != nil {
+		return nil, fmt.Errorf("opening the filler channel: %w", err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		_ = ch.Close()
+		return nil, fmt.Errorf("filler confirm mode: %w", err)
+	}
+	return ch, nil
+}
+
 // fillWindow is how many unconfirmed messages the filler keeps in flight.
 const fillWindow = 1024
 
@@ -258,18 +276,11 @@ const fillWindow = 1024
 // queue through the default exchange, with confirms, and checks that the
 // queue holds exactly n afterwards.
 func (e *env) fill(ctx context.Context, queue string, n, size int) error {
-	c, err := e.conn()
+	ch, err := e.fillerChannel()
 	if err != nil {
 		return err
 	}
-	ch, err := c.Channel()
-	if err != nil {
-		return fmt.Errorf("opening the filler channel: %w", err)
-	}
 	defer ch.Close()
-	if err := ch.Confirm(false); err != nil {
-		return fmt.Errorf("filler confirm mode: %w", err)
-	}
 	b := body(size)
 	ids := messageIDs(queue, n)
 	nacks, err := publishWindowed(ctx, ch, queue, b, ids, fillWindow)

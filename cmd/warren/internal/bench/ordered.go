@@ -222,18 +222,11 @@ func (e *env) deleteExchange(name string) {
 // ("" exchange: to the queue prefix), with confirms, and checks that the
 // queues mains hold n between them.
 func (e *env) fillKeyed(ctx context.Context, exchange, prefix string, mains []string, n int) error {
-	c, err := e.conn()
+	ch, err := e.fillerChannel()
 	if err != nil {
 		return err
 	}
-	ch, err := c.Channel()
-	if err != nil {
-		return fmt.Errorf("opening the filler channel: %w", err)
-	}
 	defer ch.Close()
-	if err := ch.Confirm(false); err != nil {
-		return fmt.Errorf("filler confirm mode: %w", err)
-	}
 	b := body(BodySize)
 	var pending []*amqp.DeferredConfirmation
 	nacks := 0
