@@ -23,9 +23,10 @@ func pausedRig(t *testing.T, h Handler, concurrency, after int, ordered bool) *r
 // last attempt it goes round the first tier instead of to the dead
 // letters, its attempt header unchanged.
 func TestPipelineFailureWhilePausedSpendsNoAttempt(t *testing.T) {
-	release := make(chan struct{})
+	started, release := make(chan struct{}), make(chan struct{})
 	h := HandlerFunc(func(_ context.Context, d *Delivery) error {
 		if d.MessageID == "slow" {
+			close(started)
 			<-release
 		}
 		return errors.New("downstream timeout")
@@ -33,6 +34,14 @@ func TestPipelineFailureWhilePausedSpendsNoAttempt(t *testing.T) {
 	r := pausedRig(t, h, 2, 1, false)
 	r.start()
 	r.deliver("slow", retry.SetAttempt(nil, 5))
+	// "slow" must be in its handler before "fast" pauses the route:
+	// a message still waiting for a handler when the route pauses goes
+	// back to its queue instead.
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow message never reached its handler")
+	}
 	r.deliver("fast", nil) // fails at once and pauses the route
 	r.acks.waitSettled(t, 1)
 	close(release)
