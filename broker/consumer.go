@@ -316,6 +316,7 @@ func (cn *Consumer) requeueBuffered() {
 
 // cancel ends the subscription and requeues what the broker sent after.
 func (cn *Consumer) cancel(s *session, deliveries <-chan amqp.Delivery) {
+	s.endSubscription()
 	if err := s.ch.Cancel(cn.cfg.Tag, false); err != nil {
 		cn.log.Debug("cancel failed", zap.Error(err))
 		return // the channel is gone; the broker requeues by itself

@@ -121,3 +121,77 @@ func TestStopRequeuesUnstarted(t *testing.T) {
 		t.Fatalf("queue holds %d after stop, want the 19 unstarted", got)
 	}
 }
+
+// Acks sent after Stop (handlers finishing during a drain) all count,
+// on quorum queues too, also behind a burst of requeues. The broker's quorum-queue client holds back
+// settlements once 32 of its commands await the queue, and drops what it
+// held when the channel closes: a burst of single acks right before
+// Close used to come back as redeliveries of messages already handled.
+func TestAcksAfterStopAllCount(t *testing.T) {
+	t.Parallel()
+	for _, qt := range []broker.QueueType{broker.Classic, broker.Quorum} {
+		t.Run(string(qt), func(t *testing.T) {
+			t.Parallel()
+			a := testenv.NewAdmin(t)
+			c := dial(t, testenv.AMQPURL())
+			top, ex, q := simpleTopology(t, a, qt)
+			if err := c.Declare(ctxT(t, 10*time.Second), top); err != nil {
+				t.Fatal(err)
+			}
+			pub := c.NewPublisher()
+			defer pub.Close()
+			const n = 200
+			batch := make([]broker.Outgoing, n)
+			for i := range batch {
+				batch[i] = broker.Outgoing{Exchange: ex, RoutingKey: "k"}
+			}
+			for i, err := range pub.PublishBatch(ctxT(t, 20*time.Second), batch) {
+				if err != nil {
+					t.Fatalf("publishing %d: %v", i, err)
+				}
+			}
+			cons, err := c.Consume(broker.ConsumerConfig{Queue: q, Prefetch: n, AckBatch: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var held []*broker.Delivery
+			timeout := time.After(20 * time.Second)
+			for len(held) < n {
+				select {
+				case d := <-cons.Deliveries():
+					held = append(held, d)
+				case <-timeout:
+					t.Fatalf("got %d of %d deliveries", len(held), n)
+				}
+			}
+			cons.Stop()
+			// Handlers finish out of order: a quarter of them give their
+			// message back (a burst of nacks, each a command of its own
+			// on the broker), then the others succeed, every other one
+			// first.
+			requeued := 0
+			for i := 0; i < n; i += 4 {
+				if err := held[i].Nack(true); err != nil {
+					t.Fatalf("nack after Stop: %v", err)
+				}
+				requeued++
+			}
+			for _, start := range []int{1, 0} {
+				for i := start; i < n; i += 2 {
+					if i%4 == 0 {
+						continue
+					}
+					if err := held[i].Ack(); err != nil {
+						t.Fatalf("ack after Stop: %v", err)
+					}
+				}
+			}
+			_ = cons.Close()
+			// What the broker did not count as settled comes back to
+			// the queue once it has handled the channel's close.
+			if got, _ := testenv.WaitStable(10*time.Second, time.Second, func() int { return a.Count(q) }); got != requeued {
+				t.Fatalf("queue holds %d after Close, want the %d requeued ones (the acked ones came back)", got, requeued)
+			}
+		})
+	}
+}

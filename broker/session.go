@@ -32,6 +32,17 @@ const (
 // but unacked messages stays bounded by the batch.
 const ackDelay = 10 * time.Millisecond
 
+// settleGrace is how long a channel stays open after the last
+// settlement it sent once its subscription ended. A quorum queue's
+// broker-side client sends at most 32 commands ahead of the queue and
+// holds back further settlements until the queue has applied earlier
+// ones; what it holds back when the channel closes is lost, and those
+// messages are delivered again although they were acked. After the
+// subscription ends, acks are therefore sent as one multiple-ack per
+// ackDelay at most (few commands), and the channel closes only once the
+// queue has had settleGrace to apply them.
+const settleGrace = 100 * time.Millisecond
+
 // ackWire is the part of a channel the settler writes to.
 type ackWire interface {
 	Ack(tag uint64, multiple bool) error
@@ -60,13 +71,17 @@ type session struct {
 	timer   *time.Timer
 	armed   bool
 	retired bool
+	// ended: the subscription is cancelled or retiring; acks wait for
+	// the timer or the close and go out as few frames as can be.
+	ended    bool
+	lastSent time.Time // the last settlement written after ended
 
 	cancels   <-chan string // a server's basic.cancel of the subscription
 	deadCh    chan struct{} // closed when the channel is gone
 	delivered atomic.Uint64 // highest tag handed out
 	retire    chan struct{} // close the channel once everything is settled
 	finish    chan struct{} // flush and close the channel now
-	ended     chan struct{} // the lifecycle goroutine has returned
+	done      chan struct{} // the lifecycle goroutine has returned
 }
 
 func newSession(ch *amqp.Channel, wire ackWire, log *zap.Logger, batch int) *session {
@@ -77,7 +92,7 @@ func newSession(ch *amqp.Channel, wire ackWire, log *zap.Logger, batch int) *ses
 		deadCh:  make(chan struct{}),
 		retire:  make(chan struct{}),
 		finish:  make(chan struct{}),
-		ended:   make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 	s.timer = time.AfterFunc(time.Hour, s.onTimer)
 	s.timer.Stop()
@@ -125,6 +140,9 @@ func (s *session) settle(tag uint64, kind settleKind) error {
 	if tag <= s.base {
 		return nil
 	}
+	if s.ended && kind == settleAckNow {
+		kind = settleAck // no frame of its own once the subscription ended
+	}
 	switch kind {
 	case settleAck:
 		s.pending[tag] = settleAck
@@ -147,9 +165,10 @@ func (s *session) settle(tag uint64, kind settleKind) error {
 		if err := s.wire.Nack(tag, false, kind == settleRequeue); err != nil {
 			s.log.Debug("nack not sent", zap.Error(err))
 		}
+		s.sentLocked()
 		s.pending[tag] = settleSent
 	}
-	if s.unsent >= s.batch || kind != settleAck {
+	if !s.ended && (s.unsent >= s.batch || kind != settleAck) {
 		s.flushLocked(false)
 	}
 	s.afterLocked()
@@ -179,13 +198,28 @@ func (s *session) onTimer() {
 	if s.dead {
 		return
 	}
-	s.flushLocked(true)
+	s.flushLocked(!s.ended)
 	s.afterLocked()
 }
 
+// endSubscription records that no delivery comes on this channel any
+// more (see settleGrace).
+func (s *session) endSubscription() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ended = true
+}
+
+// sentLocked records a settlement written to the wire.
+func (s *session) sentLocked() {
+	if s.ended {
+		s.lastSent = time.Now()
+	}
+}
+
 // flushLocked acks the finished prefix with one multiple-ack. With force,
-// or when many acks wait behind an unfinished delivery, those are sent
-// one by one.
+// or when many acks wait behind an unfinished delivery while the
+// subscription lasts, those are sent one by one.
 func (s *session) flushLocked(force bool) {
 	var last uint64
 	for {
@@ -204,8 +238,9 @@ func (s *session) flushLocked(force bool) {
 		if err := s.wire.Ack(last, true); err != nil {
 			s.log.Debug("ack not sent", zap.Error(err))
 		}
+		s.sentLocked()
 	}
-	if s.unsent == 0 || (!force && s.unsent < 2*s.batch) {
+	if s.unsent == 0 || (!force && (s.ended || s.unsent < 2*s.batch)) {
 		return
 	}
 	for tag, kind := range s.pending {
@@ -216,10 +251,13 @@ func (s *session) flushLocked(force bool) {
 			s.pending[tag] = settleSent
 		}
 	}
+	s.sentLocked()
 	s.unsent = 0
 }
 
-// closeLocked flushes everything and closes the channel.
+// closeLocked flushes everything and marks the session dead; run closes
+// the channel (after settleGrace, when settlements went out after the
+// subscription ended).
 func (s *session) closeLocked() {
 	if s.dead {
 		return
@@ -228,6 +266,25 @@ func (s *session) closeLocked() {
 	s.timer.Stop()
 	s.dead = true
 	close(s.deadCh)
+}
+
+// shut closes the channel of a session closeLocked has closed, once the
+// settlements it sent last have had settleGrace to reach the queue.
+func (s *session) shut(closed <-chan *amqp.Error) {
+	s.mu.Lock()
+	wait := settleGrace - time.Since(s.lastSent)
+	if s.lastSent.IsZero() {
+		wait = 0
+	}
+	s.mu.Unlock()
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-closed:
+		}
+		t.Stop()
+	}
 	_ = s.wire.Close()
 }
 
@@ -235,7 +292,7 @@ func (s *session) closeLocked() {
 // when asked to finish (flushing first). Retiring closes the channel once
 // every handed-out delivery is settled.
 func (s *session) run(closed <-chan *amqp.Error) {
-	defer close(s.ended)
+	defer close(s.done)
 	retire := s.retire
 	for {
 		select {
@@ -251,17 +308,19 @@ func (s *session) run(closed <-chan *amqp.Error) {
 		case <-retire:
 			retire = nil
 			s.mu.Lock()
+			s.ended = true
 			s.retired = true
 			s.afterLocked()
-			dead := s.dead
 			s.mu.Unlock()
-			if dead && closed == nil {
-				return
-			}
+		case <-s.deadCh:
+			// Closed by a settlement that ended a retired channel.
+			s.shut(closed)
+			return
 		case <-s.finish:
 			s.mu.Lock()
 			s.closeLocked()
 			s.mu.Unlock()
+			s.shut(closed)
 			return
 		}
 	}

@@ -22,6 +22,7 @@ type fakeWire struct {
 	finished map[uint64]settleKind // what the worker decided, set before settle
 	settled  map[uint64]bool
 	acks     int // ack frames sent
+	singles  int // of them, acks of one delivery (multiple=false)
 	closed   bool
 }
 
@@ -42,6 +43,8 @@ func (f *fakeWire) Ack(tag uint64, multiple bool) error {
 	lo := tag
 	if multiple {
 		lo = 1
+	} else {
+		f.singles++
 	}
 	for x := lo; x <= tag; x++ {
 		if f.settled[x] {
@@ -136,6 +139,52 @@ func TestSettlerOutOfOrder(t *testing.T) {
 			t.Fatal("channel not closed on finish")
 		}
 	}
+}
+
+// Once the subscription has ended, acks wait and go out as multiple-acks
+// only, the nacks at once, and the channel closes settleGrace after the
+// last frame (see settleGrace).
+func TestSettlerAfterSubscriptionEnded(t *testing.T) {
+	w := newFakeWire(t)
+	s, stop := runSession(t, w, 2)
+	const n = 100
+	s.delivered.Store(n)
+	s.endSubscription()
+	for _, start := range []uint64{2, 1} {
+		for tag := start; tag <= n; tag += 2 {
+			kind, finished := settleAck, settleAck
+			switch tag % 10 {
+			case 3:
+				kind = settleAckNow
+			case 7:
+				kind, finished = settleRequeue, settleRequeue
+			}
+			w.finish(tag, finished)
+			if err := s.settle(tag, kind); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	began := time.Now()
+	stop()
+	took := time.Since(began)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for tag := uint64(1); tag <= n; tag++ {
+		if !w.settled[tag] {
+			t.Fatalf("tag %d never settled", tag)
+		}
+	}
+	if w.singles > 0 {
+		t.Fatalf("%d acks went out one by one after the subscription ended; want multiple-acks only", w.singles)
+	}
+	if !w.closed {
+		t.Fatal("channel not closed on finish")
+	}
+	if took < settleGrace-5*time.Millisecond {
+		t.Fatalf("the channel closed %s after the last ack, want settleGrace (%s)", took, settleGrace)
+	}
+	t.Logf("%d ack frames; closed %s after finish", w.acks, took.Round(time.Millisecond))
 }
 
 // TestSettlerCoalesces shows that in-order completions become far fewer
