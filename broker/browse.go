@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -35,9 +37,12 @@ type Browser struct {
 
 type browseChan struct {
 	ch   *amqp.Channel
+	tag  string // its consumer's
 	in   <-chan amqp.Delivery
 	held int // read and neither acked nor returned
 }
+
+var browseSeq atomic.Uint64
 
 // Browse opens a Browser on queue with a window of prefetch per channel;
 // window <= 0 picks one that keeps the channels under about two hundred
@@ -158,12 +163,13 @@ func (b *Browser) room() error {
 		_ = ch.Close()
 		return fmt.Errorf("browsing %q: %w", b.queue, err)
 	}
-	in, err := ch.Consume(b.queue, "", false, false, false, false, nil)
+	tag := fmt.Sprintf("warren-browse-%d-%d", os.Getpid(), browseSeq.Add(1))
+	in, err := ch.Consume(b.queue, tag, false, false, false, false, nil)
 	if err != nil {
 		_ = ch.Close()
 		return notFound("queue", b.queue, err)
 	}
-	b.chans = append(b.chans, &browseChan{ch: ch, in: in})
+	b.chans = append(b.chans, &browseChan{ch: ch, tag: tag, in: in})
 	return nil
 }
 
@@ -178,9 +184,19 @@ func (b *Browser) Ack(d *Delivery) error {
 }
 
 // Close returns every message read and not acked to the queue.
+//
+// Each consumer is cancelled before its channel closes: a quorum queue's
+// broker-side client holds back settlements beyond 32 commands in flight
+// and drops them when the channel closes, so a burst of acks right
+// before the close (a replay's last batch) would leave acked messages in
+// the queue. The cancel sends what it held back and returns once the
+// queue has applied it.
 func (b *Browser) Close() error {
 	var errs []error
 	for _, c := range b.chans {
+		if err := c.ch.Cancel(c.tag, false); err != nil && !errors.Is(err, amqp.ErrClosed) {
+			errs = append(errs, err)
+		}
 		if err := c.ch.Close(); err != nil && !errors.Is(err, amqp.ErrClosed) {
 			errs = append(errs, err)
 		}

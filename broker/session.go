@@ -281,7 +281,7 @@ func (s *session) shut(closed <-chan *amqp.Error) {
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
-		case <-closed:
+		case <-closed: //nolint:errcheck // why it closed is logged by the consumer
 		}
 		t.Stop()
 	}
