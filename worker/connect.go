@@ -41,50 +41,22 @@ func (w *Worker) connectInto(ctx context.Context, rt *runtime, routes []Route) (
 	if rt.consume, err = broker.Dial(ctx, bc); err != nil {
 		return err
 	}
-	// The publishing connection is dialled while the topology is
-	// declared on the consuming one: start-up waits for one handshake
-	// less.
 	bc.Name = "warren-publish"
-	type dialed struct {
-		conn *broker.Conn
-		err  error
-	}
-	pubDial := make(chan dialed, 1)
-	dctx, cancelDial := context.WithCancel(ctx)
-	defer cancelDial()
-	go func() {
-		c, err := broker.Dial(dctx, bc)
-		pubDial <- dialed{c, err}
-	}()
-	declareErr := w.declare(ctx, rt.consume, routes)
-	if declareErr != nil {
-		cancelDial() // no need to wait for it to connect
-	}
-	d := <-pubDial
-	rt.publish = d.conn // closed with rt, whatever else failed
-	if declareErr != nil {
-		return declareErr
-	}
-	if d.err != nil {
-		return d.err
-	}
-	rt.pub = rt.publish.NewPublisher()
-	if err := w.openStore(rt, routes); err != nil {
+	if rt.publish, err = broker.Dial(ctx, bc); err != nil {
 		return err
 	}
-	return w.openLimiter(rt, routes)
-}
-
-// declare declares every route's topology on conn.
-func (w *Worker) declare(ctx context.Context, conn *broker.Conn, routes []Route) error {
+	rt.pub = rt.publish.NewPublisher()
 	for _, r := range routes {
-		if err := conn.Declare(ctx, r.topology(w.cfg.DeliveryLimit)); err != nil {
+		if err := rt.consume.Declare(ctx, r.topology(w.cfg.DeliveryLimit)); err != nil {
 			return fmt.Errorf("route %q: %w", r.Queue, err)
 		}
 		w.log.Info("declared", zap.String("queue", r.Queue), zap.String("queue_type", string(r.QueueType)),
 			zap.Durations("retry_delays", r.Retry.Delays))
 	}
-	return nil
+	if err := w.openStore(rt, routes); err != nil {
+		return err
+	}
+	return w.openLimiter(rt, routes)
 }
 
 func (w *Worker) openStore(rt *runtime, routes []Route) error {
