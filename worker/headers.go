@@ -44,9 +44,9 @@ type viewer struct {
 	dedupeKey   func(*Delivery) string // nil means the message id
 }
 
-// of builds the handler's view of bd.
-func (v viewer) of(bd *broker.Delivery) *Delivery {
-	d := &Delivery{
+// into builds the handler's view of bd in d.
+func (v viewer) into(d *Delivery, bd *broker.Delivery) {
+	*d = Delivery{
 		Message:     bd.Message,
 		Queue:       bd.Queue,
 		Exchange:    bd.Exchange,
@@ -71,7 +71,6 @@ func (v viewer) of(bd *broker.Delivery) *Delivery {
 		id = dedupe.BodyKeyID(bd.Body)
 	}
 	d.IdempotencyKey = dedupe.Key(v.prefix, v.queue, id)
-	return d
 }
 
 // copyHeaders returns the headers of bd without the broker's

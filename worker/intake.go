@@ -102,7 +102,7 @@ func (c *claims) releaseUnstarted(ctx context.Context, j *job) {
 // queue at once, their claims released.
 type intake struct {
 	deliveries <-chan *broker.Delivery
-	view       func(*broker.Delivery) *Delivery
+	view       func(*Delivery, *broker.Delivery)
 	claims     *claims // nil when dedupe is off
 	batch      int
 	stopping   <-chan struct{}

@@ -17,7 +17,8 @@ import (
 // result means.
 type job struct {
 	bd    *broker.Delivery
-	d     *Delivery
+	d     *Delivery // view, the handler's view of bd
+	view  Delivery
 	start time.Time
 	aerr  error // the attempt header is invalid
 
@@ -49,9 +50,12 @@ type job struct {
 	markErr error
 }
 
-// newJob builds the job of a delivery, with its handler's view.
-func newJob(bd *broker.Delivery, view func(*broker.Delivery) *Delivery) *job {
-	j := &job{bd: bd, d: view(bd), start: time.Now()}
+// newJob builds the job of a delivery, with its handler's view, in one
+// allocation.
+func newJob(bd *broker.Delivery, view func(*Delivery, *broker.Delivery)) *job {
+	j := &job{bd: bd, start: time.Now()}
+	j.d = &j.view
+	view(j.d, bd)
 	j.d.Attempt, j.aerr = retry.Attempt(bd.Headers)
 	if j.aerr != nil {
 		j.d.Attempt = 1
