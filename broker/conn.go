@@ -310,7 +310,7 @@ func (c *Conn) connectOnce(addr string) (*amqp.Connection, error) {
 		Heartbeat:       c.cfg.Heartbeat,
 		TLSClientConfig: c.cfg.TLS,
 		Properties:      props,
-		Dial:            amqp.DefaultDial(c.cfg.DialTimeout),
+		Dial:            c.dial,
 	})
 	if err != nil {
 		return nil, redact.Error(err, addr)
@@ -325,6 +325,16 @@ func (c *Conn) connectOnce(addr string) (*amqp.Connection, error) {
 		}
 	}
 	return conn, nil
+}
+
+// dial opens the socket of a connection, its writes coalesced (see
+// coalescingConn).
+func (c *Conn) dial(network, addr string) (net.Conn, error) {
+	conn, err := amqp.DefaultDial(c.cfg.DialTimeout)(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return newCoalescingConn(conn), nil
 }
 
 // Declare declares t now and again after every reconnect. A queue that
