@@ -17,7 +17,7 @@ import (
 // result means.
 type job struct {
 	bd    *broker.Delivery
-	d     *Delivery // view, the handler's view of bd
+	d     *Delivery // the handler's view of bd: &view
 	view  Delivery
 	start time.Time
 	aerr  error // the attempt header is invalid
