@@ -85,10 +85,7 @@ func TestReconnectMovesToSurvivor(t *testing.T) {
 	if !strings.HasSuffix(c.Address(), first.Addr()+"/") {
 		t.Fatalf("connected to %q, want the first address %s", c.Address(), first.Addr())
 	}
-	top, ex, q := simpleTopology(t, a, broker.Quorum)
-	if err := c.Declare(ctxT(t, 10*time.Second), top); err != nil {
-		t.Fatal(err)
-	}
+	ex, q := declareSimple(t, a, c, broker.Quorum)
 	pub := c.NewPublisher()
 	defer pub.Close()
 	if err := pub.Publish(ctxT(t, 10*time.Second), ex, "k", broker.Message{Body: []byte("before")}); err != nil {

@@ -44,6 +44,17 @@ func simpleTopology(t *testing.T, a *testenv.Admin, qt broker.QueueType) (broker
 	}, name + ".x", name
 }
 
+// declareSimple declares simpleTopology on c and returns its exchange
+// and queue.
+func declareSimple(t *testing.T, a *testenv.Admin, c *broker.Conn, qt broker.QueueType) (exchange, queue string) {
+	t.Helper()
+	top, ex, q := simpleTopology(t, a, qt)
+	if err := c.Declare(ctxT(t, 10*time.Second), top); err != nil {
+		t.Fatal(err)
+	}
+	return ex, q
+}
+
 func TestDeclareIsIdempotent(t *testing.T) {
 	t.Parallel()
 	a := testenv.NewAdmin(t)
@@ -91,10 +102,7 @@ func TestPublishConsumeAck(t *testing.T) {
 			t.Parallel()
 			a := testenv.NewAdmin(t)
 			c := dial(t, testenv.AMQPURL())
-			top, ex, q := simpleTopology(t, a, qt)
-			if err := c.Declare(ctxT(t, 10*time.Second), top); err != nil {
-				t.Fatal(err)
-			}
+			ex, q := declareSimple(t, a, c, qt)
 			pub := c.NewPublisher()
 			defer pub.Close()
 			const n = 200
@@ -181,10 +189,7 @@ func TestConcurrentPublishers(t *testing.T) {
 	t.Parallel()
 	a := testenv.NewAdmin(t)
 	c := dial(t, testenv.AMQPURL())
-	top, ex, q := simpleTopology(t, a, broker.Classic)
-	if err := c.Declare(ctxT(t, 10*time.Second), top); err != nil {
-		t.Fatal(err)
-	}
+	ex, q := declareSimple(t, a, c, broker.Classic)
 	pub := c.NewPublisher()
 	defer pub.Close()
 	const workers, each = 32, 50
@@ -244,10 +249,7 @@ func TestPublishBatch(t *testing.T) {
 	t.Parallel()
 	a := testenv.NewAdmin(t)
 	c := dial(t, testenv.AMQPURL())
-	top, ex, q := simpleTopology(t, a, broker.Quorum)
-	if err := c.Declare(ctxT(t, 10*time.Second), top); err != nil {
-		t.Fatal(err)
-	}
+	ex, q := declareSimple(t, a, c, broker.Quorum)
 	pub := c.NewPublisher()
 	defer pub.Close()
 	var batch []broker.Outgoing

@@ -15,10 +15,7 @@ func TestConsumerPauseResume(t *testing.T) {
 	t.Parallel()
 	a := testenv.NewAdmin(t)
 	c := dial(t, testenv.AMQPURL())
-	top, ex, q := simpleTopology(t, a, broker.Quorum)
-	if err := c.Declare(ctxT(t, 10*time.Second), top); err != nil {
-		t.Fatal(err)
-	}
+	ex, q := declareSimple(t, a, c, broker.Quorum)
 	pub := c.NewPublisher()
 	defer pub.Close()
 	cons, err := c.Consume(broker.ConsumerConfig{Queue: q, Prefetch: 10})

@@ -22,10 +22,7 @@ func TestPublisherUnderCutsLosesNothingConfirmed(t *testing.T) {
 	a := testenv.NewAdmin(t)
 	proxy, url := testenv.AMQPProxy(t)
 	c := dial(t, url)
-	top, ex, q := simpleTopology(t, a, broker.Quorum)
-	if err := c.Declare(ctxT(t, 10*time.Second), top); err != nil {
-		t.Fatal(err)
-	}
+	ex, q := declareSimple(t, a, c, broker.Quorum)
 	pub := c.NewPublisher()
 	defer pub.Close()
 	// The publishers go on until the proxy has cut the connection

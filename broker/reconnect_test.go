@@ -19,10 +19,7 @@ func TestReconnectResumesConsuming(t *testing.T) {
 	a := testenv.NewAdmin(t)
 	proxy, url := testenv.AMQPProxy(t)
 	c := dial(t, url)
-	top, ex, q := simpleTopology(t, a, broker.Quorum)
-	if err := c.Declare(ctxT(t, 10*time.Second), top); err != nil {
-		t.Fatal(err)
-	}
+	ex, q := declareSimple(t, a, c, broker.Quorum)
 	pub := c.NewPublisher()
 	defer pub.Close()
 	cons, err := c.Consume(broker.ConsumerConfig{Queue: q, Prefetch: 10})
@@ -92,10 +89,7 @@ func TestStopRequeuesUnstarted(t *testing.T) {
 	t.Parallel()
 	a := testenv.NewAdmin(t)
 	c := dial(t, testenv.AMQPURL())
-	top, ex, q := simpleTopology(t, a, broker.Classic)
-	if err := c.Declare(ctxT(t, 10*time.Second), top); err != nil {
-		t.Fatal(err)
-	}
+	ex, q := declareSimple(t, a, c, broker.Classic)
 	pub := c.NewPublisher()
 	defer pub.Close()
 	for i := 0; i < 20; i++ {
@@ -134,10 +128,7 @@ func TestAcksAfterStopAllCount(t *testing.T) {
 			t.Parallel()
 			a := testenv.NewAdmin(t)
 			c := dial(t, testenv.AMQPURL())
-			top, ex, q := simpleTopology(t, a, qt)
-			if err := c.Declare(ctxT(t, 10*time.Second), top); err != nil {
-				t.Fatal(err)
-			}
+			ex, q := declareSimple(t, a, c, qt)
 			pub := c.NewPublisher()
 			defer pub.Close()
 			const n = 200

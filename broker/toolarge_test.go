@@ -26,10 +26,7 @@ func TestPublishTooLarge(t *testing.T) {
 	}
 	const limit = 16 << 20
 	c := dial(t, testenv.AMQPURL())
-	top, ex, q := simpleTopology(t, a, broker.Quorum)
-	if err := c.Declare(ctxT(t, 10*time.Second), top); err != nil {
-		t.Fatal(err)
-	}
+	ex, q := declareSimple(t, a, c, broker.Quorum)
 	pub := c.NewPublisher()
 	defer pub.Close()
 	big := bytes.Repeat([]byte("x"), limit+1)
