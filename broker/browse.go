@@ -36,10 +36,11 @@ type Browser struct {
 }
 
 type browseChan struct {
-	ch   *amqp.Channel
-	tag  string // its consumer's
-	in   <-chan amqp.Delivery
-	held int // read and neither acked nor returned
+	ch    *amqp.Channel
+	tag   string // its consumer's
+	in    <-chan amqp.Delivery
+	held  int  // read and neither acked nor returned
+	acked bool // an ack went out on it (see Close)
 }
 
 var browseSeq atomic.Uint64
@@ -145,6 +146,7 @@ func (c *browseChan) AckNow(tag uint64) error {
 		return err
 	}
 	c.held--
+	c.acked = true
 	return nil
 }
 
@@ -185,17 +187,19 @@ func (b *Browser) Ack(d *Delivery) error {
 
 // Close returns every message read and not acked to the queue.
 //
-// Each consumer is cancelled before its channel closes: a quorum queue's
-// broker-side client holds back settlements beyond 32 commands in flight
-// and drops them when the channel closes, so a burst of acks right
-// before the close (a replay's last batch) would leave acked messages in
-// the queue. The cancel sends what it held back and returns once the
-// queue has applied it.
+// Each consumer that acked is cancelled before its channel closes: a
+// quorum queue's broker-side client holds back settlements beyond 32
+// commands in flight and drops them when the channel closes, so a burst
+// of acks right before the close (a replay's last batch) would leave
+// acked messages in the queue. The cancel sends what it held back and
+// returns once the queue has applied it.
 func (b *Browser) Close() error {
 	var errs []error
 	for _, c := range b.chans {
-		if err := c.ch.Cancel(c.tag, false); err != nil && !errors.Is(err, amqp.ErrClosed) {
-			errs = append(errs, err)
+		if c.acked {
+			if err := c.ch.Cancel(c.tag, false); err != nil && !errors.Is(err, amqp.ErrClosed) {
+				errs = append(errs, err)
+			}
 		}
 		if err := c.ch.Close(); err != nil && !errors.Is(err, amqp.ErrClosed) {
 			errs = append(errs, err)
