@@ -117,10 +117,11 @@ func TestStopRequeuesUnstarted(t *testing.T) {
 }
 
 // Acks sent after Stop (handlers finishing during a drain) all count,
-// on quorum queues too, also behind a burst of requeues. The broker's quorum-queue client holds back
-// settlements once 32 of its commands await the queue, and drops what it
-// held when the channel closes: a burst of single acks right before
-// Close used to come back as redeliveries of messages already handled.
+// on quorum queues too, also behind a burst of requeues. The broker's
+// quorum-queue client holds back settlements once 32 of its commands
+// await the queue, and drops what it held when the channel closes: a
+// burst of single acks right before Close used to come back as
+// redeliveries of messages already handled.
 func TestAcksAfterStopAllCount(t *testing.T) {
 	t.Parallel()
 	for _, qt := range []broker.QueueType{broker.Classic, broker.Quorum} {
