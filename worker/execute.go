@@ -23,6 +23,9 @@ type executor struct {
 	timeout time.Duration
 	policy  retry.Policy
 	log     *zap.Logger
+	// deadlines gives the handler runs their contexts; nil: each gets
+	// context.WithTimeout's.
+	deadlines *deadlines
 
 	// With dedupe on: the route's claims, the done marks' TTL for a
 	// handler's committed writes, what to do while the store is down,
@@ -125,9 +128,8 @@ func (e *executor) claim(hctx context.Context, j *job) (dedupe.Status, error) {
 // call runs the handler with its timeout, recovering a panic. It is the
 // handler call of the worker and of workertest alike.
 func (e *executor) call(hctx context.Context, d *Delivery) (err error) {
-	ctx, cancel := context.WithTimeout(hctx, e.timeout)
-	defer cancel()
-	ctx = withLogger(ctx, e.log, d)
+	ctx, finish := e.deadlines.start(hctx, e.timeout, e.log, d)
+	defer finish()
 	defer func() {
 		if v := recover(); v != nil {
 			pe := &PanicError{Value: v, Stack: debug.Stack()}

@@ -96,6 +96,7 @@ func newPipeline(c pipelineConfig) *pipeline {
 
 // start starts the goroutines; hctx is the handlers' context.
 func (p *pipeline) start(hctx context.Context) {
+	p.exec.deadlines = newDeadlines(hctx)
 	p.gate.start(hctx)
 	if p.fin != nil {
 		p.finWG.Add(1)
@@ -238,6 +239,9 @@ func (p *pipeline) stop() {
 // the finisher has settled what they handed it.
 func (p *pipeline) wait() {
 	p.wg.Wait()
+	if p.exec.deadlines != nil {
+		p.exec.deadlines.close()
+	}
 	if p.fin != nil {
 		p.fin.stop()
 	}

@@ -34,6 +34,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -383,7 +384,15 @@ type caseRun struct {
 // once runs one round of the case and prints it.
 func (r caseRun) once(ctx context.Context, e *env, round int, out io.Writer, width int, typed bool) {
 	e.qtype = r.qtype
-	got, err := r.run(e, ctx, round)
+	var (
+		got Round
+		err error
+	)
+	// The labels let a CPU profile of the run (-cpuprofile) be read case
+	// by case: go tool pprof -tagfocus case=warren-consume.
+	pprof.Do(ctx, pprof.Labels("case", r.name, "queue", string(r.qtype)), func(ctx context.Context) {
+		got, err = r.run(e, ctx, round)
+	})
 	r.res.Warnings = append(r.res.Warnings, e.takeWarnings(round)...)
 	label := r.name
 	if typed {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"time"
@@ -73,7 +74,14 @@ func (e *env) conn() (*amqp.Connection, error) {
 	if e.admin != nil && !e.admin.IsClosed() {
 		return e.admin, nil
 	}
-	c, err := dial(e.opts.AMQPURL, "warren-bench-admin")
+	// Its goroutines serve every case: they get a label of their own.
+	var (
+		c   *amqp.Connection
+		err error
+	)
+	pprof.Do(context.Background(), pprof.Labels("phase", "setup"), func(context.Context) {
+		c, err = dial(e.opts.AMQPURL, "warren-bench-admin")
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -275,7 +283,14 @@ const fillWindow = 1024
 // fill publishes n persistent messages of size bytes with unique ids to
 // queue through the default exchange, with confirms, and checks that the
 // queue holds exactly n afterwards.
-func (e *env) fill(ctx context.Context, queue string, n, size int) error {
+func (e *env) fill(ctx context.Context, queue string, n, size int) (err error) {
+	pprof.Do(ctx, pprof.Labels("phase", "setup"), func(ctx context.Context) {
+		err = e.fillLabelled(ctx, queue, n, size)
+	})
+	return err
+}
+
+func (e *env) fillLabelled(ctx context.Context, queue string, n, size int) error {
 	ch, err := e.fillerChannel()
 	if err != nil {
 		return err
