@@ -13,9 +13,13 @@ import (
 // keys one batched script call (runGrouped) takes.
 const maxBatch = 128
 
-// batcher sends concurrent script calls to Redis in shared pipelines:
-// calls that arrive while a pipeline is on the wire go together in the
-// next one. There is no goroutine of its own: a caller whose call opens a
+// batcher sends concurrent calls to Redis in shared pipelines: calls that
+// arrive while a pipeline is on the wire go together in the next one. A
+// call is one single-key script call (Claim, MarkDone, ...) or the
+// commands of a batch call (ClaimAll's SET NXs, MarkDoneAll's scripts),
+// so that a route's claims and done marks share round trips: each round
+// trip costs Redis and the worker a read, a write and a wake-up, about as
+// much as the commands in it. There is no goroutine of its own: a caller whose call opens a
 // batch sends it (the leader), and hands the lead to the first call that
 // queued meanwhile. Under load many claims and done marks share one round
 // trip; alone, a call costs one round trip as before.
@@ -34,8 +38,11 @@ type call struct {
 	args   []any
 	n      int64
 	err    error
-	done   chan struct{}
-	lead   chan struct{} // closed when this call must send the next batch
+	// queue, when set, adds the call's commands to the pipeline instead;
+	// the caller reads their results once done is closed.
+	queue func(redis.Pipeliner)
+	done  chan struct{}
+	lead  chan struct{} // closed when this call must send the next batch
 }
 
 // run sends script on key and returns its integer reply.
@@ -44,6 +51,23 @@ func (b *batcher) run(ctx context.Context, script *redis.Script, key string, arg
 		return 0, err
 	}
 	c := &call{script: script, key: key, args: args, done: make(chan struct{}), lead: make(chan struct{})}
+	return b.wait(ctx, c)
+}
+
+// pipe has queue add its commands to a shared pipeline and returns once
+// they ran, or with ctx's error: then the commands may still run, and
+// the caller must not read them.
+func (b *batcher) pipe(ctx context.Context, queue func(redis.Pipeliner)) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c := &call{queue: queue, done: make(chan struct{}), lead: make(chan struct{})}
+	_, err := b.wait(ctx, c)
+	return err
+}
+
+// wait queues c, sends its batch if it leads, and waits for its result.
+func (b *batcher) wait(ctx context.Context, c *call) (int64, error) {
 	b.mu.Lock()
 	b.queue = append(b.queue, c)
 	if b.running {
@@ -120,7 +144,7 @@ func sendBatch(ctx context.Context, client redis.UniversalClient, timeout time.D
 	}()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if len(batch) == 1 {
+	if len(batch) == 1 && batch[0].queue == nil {
 		c := batch[0]
 		c.n, c.err = c.script.Run(ctx, client, []string{c.key}, c.args...).Int64()
 		return
@@ -128,10 +152,17 @@ func sendBatch(ctx context.Context, client redis.UniversalClient, timeout time.D
 	pipe := client.Pipeline()
 	cmds := make([]*redis.Cmd, len(batch))
 	for i, c := range batch {
+		if c.queue != nil {
+			c.queue(pipe)
+			continue
+		}
 		cmds[i] = c.script.EvalSha(ctx, pipe, []string{c.key}, c.args...)
 	}
 	_, _ = pipe.Exec(ctx)
 	for i, c := range batch {
+		if c.queue != nil {
+			continue
+		}
 		c.n, c.err = cmds[i].Int64()
 		if c.err != nil && isNoScript(c.err) {
 			// The server lost its script cache: this call loads it.

@@ -104,7 +104,7 @@ func (s *RedisStore) runGrouped(ctx context.Context, script *redis.Script, keys 
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	g := grouped{script: script, client: s.client, keys: keys, shared: shared, owners: owners, replies: replies, errs: errs, note: s.noteError}
+	g := grouped{script: script, client: s.client, exec: s.exec, keys: keys, shared: shared, owners: owners, replies: replies, errs: errs, note: s.noteError}
 	bySlot := s.groupsBySlot()
 	refused := g.send(ctx, keyGroups(keys, bySlot))
 	if len(refused) > 0 && !bySlot {
@@ -132,6 +132,7 @@ func (s *RedisStore) runGrouped(ctx context.Context, script *redis.Script, keys 
 type grouped struct {
 	script  *redis.Script
 	client  redis.UniversalClient
+	exec    func(context.Context, func(redis.Pipeliner)) error // RedisStore.exec
 	keys    []string
 	shared  any
 	owners  []string
@@ -145,16 +146,20 @@ type grouped struct {
 // refused with CROSSSLOT, their answers left for the caller.
 func (g *grouped) send(ctx context.Context, groups [][]int) (crossSlot []int) {
 	cmds := make([]*redis.Cmd, len(groups))
-	if len(groups) == 1 {
-		keys, args := g.args(groups[0])
-		cmds[0] = g.script.Run(ctx, g.client, keys, args...)
-	} else {
-		pipe := g.client.Pipeline()
+	err := g.exec(ctx, func(pipe redis.Pipeliner) {
 		for n, gr := range groups {
 			keys, args := g.args(gr)
 			cmds[n] = g.script.EvalSha(ctx, pipe, keys, args...)
 		}
-		_, _ = pipe.Exec(ctx)
+	})
+	if err != nil {
+		g.note(ctx, err)
+		for _, gr := range groups {
+			for _, i := range gr {
+				g.errs[i] = err
+			}
+		}
+		return nil
 	}
 	for n, gr := range groups {
 		cmd := cmds[n]

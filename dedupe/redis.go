@@ -228,14 +228,21 @@ func (s *RedisStore) ClaimAll(ctx context.Context, reqs []Ref, lease time.Durati
 func (s *RedisStore) setNX(ctx context.Context, reqs []Ref, idx []int, lease time.Duration) ([]bool, []error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	pipe := s.client.Pipeline()
 	cmds := make([]*redis.BoolCmd, len(idx))
-	for k, i := range idx {
-		cmds[k] = pipe.SetNX(ctx, reqs[i].Key, valueProcessingPrefix+reqs[i].Owner, max(lease, time.Millisecond))
-	}
-	_, _ = pipe.Exec(ctx)
 	taken := make([]bool, len(idx))
 	errs := make([]error, len(idx))
+	err := s.exec(ctx, func(pipe redis.Pipeliner) {
+		for k, i := range idx {
+			cmds[k] = pipe.SetNX(ctx, reqs[i].Key, valueProcessingPrefix+reqs[i].Owner, max(lease, time.Millisecond))
+		}
+	})
+	if err != nil {
+		for k := range errs {
+			errs[k] = err
+		}
+		s.noteError(ctx, err)
+		return taken, errs
+	}
 	for k, c := range cmds {
 		taken[k], errs[k] = c.Result()
 		if errors.Is(errs[k], redis.Nil) {
@@ -311,6 +318,19 @@ func (s *RedisStore) eachGrouped(ctx context.Context, script *redis.Script, reqs
 	for k, i := range idx {
 		answer(i, replies[k], errs[k])
 	}
+}
+
+// exec runs the commands queue adds in one pipeline: one shared with
+// other calls, or one of its own with pipelining off. With an error (ctx
+// ended first) the commands may still run but must not be read.
+func (s *RedisStore) exec(ctx context.Context, queue func(redis.Pipeliner)) error {
+	if s.batch != nil {
+		return s.batch.pipe(ctx, queue)
+	}
+	pipe := s.client.Pipeline()
+	queue(pipe)
+	_, _ = pipe.Exec(ctx)
+	return nil
 }
 
 // noteError reacts to a failed call. On Cluster, a node that cannot be
