@@ -9,38 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/internal/testenv"
 	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/worker"
 )
-
-// metricValue is the value of a gauge or counter with label queue.
-func metricValue(t *testing.T, reg *prometheus.Registry, name, queue string) float64 {
-	t.Helper()
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "queue" && l.GetValue() == queue {
-					if m.Gauge != nil {
-						return m.Gauge.GetValue()
-					}
-					return m.Counter.GetValue()
-				}
-			}
-		}
-	}
-	return -1
-}
 
 // TestPauseOnUnavailable: a handler that says its dependency is down
 // pauses the route: the subscription is cancelled, the messages it held
@@ -89,7 +62,7 @@ func testPauseOnUnavailable(t *testing.T, cfg worker.Config) {
 		f.publish(".q", broker.Message{MessageID: fmt.Sprintf("m%d", i), Body: []byte("x")})
 	}
 	first := rec.wait(t, 1, 20*time.Second)[0]
-	waitUntil(t, 20*time.Second, func() bool { return metricValue(t, reg, "warren_route_paused", q) == 1 })
+	waitUntil(t, 20*time.Second, func() bool { return testenv.MetricValue(t, reg, "warren_route_paused", q) == 1 })
 	// Every message is back in the queue, ready: the held ones requeued,
 	// the one that failed through its first tier; none is consumed.
 	waitUntil(t, 30*time.Second, func() bool { return f.admin.Count(q) == n })
@@ -119,10 +92,10 @@ func testPauseOnUnavailable(t *testing.T, cfg worker.Config) {
 		t.Fatalf("after the resume ran %v, want all %d messages", seen, n)
 	}
 	waitUntil(t, 20*time.Second, f.w.Ready)
-	if v := metricValue(t, reg, "warren_route_paused", q); v != 0 {
+	if v := testenv.MetricValue(t, reg, "warren_route_paused", q); v != 0 {
 		t.Fatalf("warren_route_paused = %v after the resume", v)
 	}
-	if v := metricValue(t, reg, "warren_route_pauses_total", q); v != 1 {
+	if v := testenv.MetricValue(t, reg, "warren_route_pauses_total", q); v != 1 {
 		t.Fatalf("warren_route_pauses_total = %v, want 1", v)
 	}
 	if got := f.admin.WaitCount(q, 0, 10*time.Second); got != 0 {
@@ -180,12 +153,12 @@ func TestPauseAfterConsecutiveFailuresWithTrial(t *testing.T) {
 	for i := range n {
 		f.publish(".q", broker.Message{MessageID: fmt.Sprintf("m%d", i), Body: []byte("x")})
 	}
-	waitUntil(t, 30*time.Second, func() bool { return metricValue(t, reg, "warren_route_paused", q) == 1 })
+	waitUntil(t, 30*time.Second, func() bool { return testenv.MetricValue(t, reg, "warren_route_paused", q) == 1 })
 	// Handlers under way when it paused may still finish; then only trials run.
 	waitUntil(t, 30*time.Second, func() bool { return inFlight.Load() == 0 })
 	paused.Store(true)
 	waitUntil(t, 30*time.Second, func() bool { return trials.Load() >= 3 })
-	if v := metricValue(t, reg, "warren_route_paused", q); v != 1 {
+	if v := testenv.MetricValue(t, reg, "warren_route_paused", q); v != 1 {
 		t.Fatalf("warren_route_paused = %v while trials fail", v)
 	}
 	paused.Store(false) // from here on handlers may run side by side again
@@ -198,7 +171,7 @@ func TestPauseAfterConsecutiveFailuresWithTrial(t *testing.T) {
 	if m := maxPaused.Load(); m != 1 {
 		t.Fatalf("%d handlers ran at once while the route probed, want 1 trial at a time", m)
 	}
-	waitUntil(t, 20*time.Second, func() bool { return metricValue(t, reg, "warren_route_paused", q) == 0 })
+	waitUntil(t, 20*time.Second, func() bool { return testenv.MetricValue(t, reg, "warren_route_paused", q) == 0 })
 	waitUntil(t, 20*time.Second, f.w.Ready)
 	if got := f.admin.Count(retry.DLQ(q)); got != 0 {
 		t.Fatalf("%d dead letters", got)

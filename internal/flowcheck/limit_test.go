@@ -50,10 +50,11 @@ func TestLimitPerKeyAcrossProcesses(t *testing.T) {
 	delays := []time.Duration{limitFirstTier, time.Second}
 	admin.DeleteQueues(queue, retry.DLQ(queue), retry.TierQueue(queue, delays[0]), retry.TierQueue(queue, delays[1]))
 
-	var procs []*proc
+	var procs []*testenv.Proc
+	logDir := t.TempDir()
 	for i := range limitWorkers {
 		name := fmt.Sprintf("w%d", i)
-		procs = append(procs, startProc(t, bin, name,
+		procs = append(procs, testenv.StartProc(t, bin, name, logDir,
 			"WARREN_AMQP_URL="+testenv.AMQPURL(), "WARREN_REDIS_URL="+testenv.RedisURL(),
 			"WARREN_DEDUPE=off", "WARREN_DEDUPE_PREFIX="+run, // the limiter's keys
 			"WARREN_CONCURRENCY="+strconv.Itoa(limitConc), "WARREN_PREFETCH="+strconv.Itoa(2*limitConc),
@@ -65,8 +66,8 @@ func TestLimitPerKeyAcrossProcesses(t *testing.T) {
 	ctx := context.Background()
 	waitFor(t, 60*time.Second, "the workers to be ready", func() bool {
 		for _, p := range procs {
-			if p.exited() {
-				t.Fatalf("%s exited during start-up: %v\n%s", p.name, p.err, p.log())
+			if p.Exited() {
+				t.Fatalf("%s exited during start-up: %v\n%s", p.Name, p.Err(), p.Log())
 			}
 		}
 		n, err := rc.Exists(ctx, readyKeys(run, procs)...).Result()
@@ -81,7 +82,7 @@ func TestLimitPerKeyAcrossProcesses(t *testing.T) {
 		return err == nil && int(n) == len(msgs)
 	})
 	for _, p := range procs {
-		p.stop(t, 30*time.Second)
+		p.Term(t, 30*time.Second)
 	}
 
 	runs, err := rc.HGetAll(ctx, run+":runs").Result()
@@ -102,10 +103,10 @@ func TestLimitPerKeyAcrossProcesses(t *testing.T) {
 	}
 }
 
-func readyKeys(run string, procs []*proc) []string {
+func readyKeys(run string, procs []*testenv.Proc) []string {
 	var keys []string
 	for _, p := range procs {
-		keys = append(keys, run+":ready:"+p.name)
+		keys = append(keys, run+":ready:"+p.Name)
 	}
 	return keys
 }

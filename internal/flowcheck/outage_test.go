@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/warrenmq/warren/broker"
@@ -103,13 +102,13 @@ func testOutage(t *testing.T, unavailable bool) {
 	var sawPaused bool
 	for time.Since(downAt) < outage-time.Second {
 		publish(1, time.Second)
-		sawPaused = sawPaused || (metricValue(t, reg, "warren_route_paused", q) == 1 && !w.Ready())
+		sawPaused = sawPaused || (testenv.MetricValue(t, reg, "warren_route_paused", q) == 1 && !w.Ready())
 	}
 	if !sawPaused {
 		t.Errorf("the route never showed as paused (warren_route_paused 1, not ready) during the %s outage", outage)
 	}
 	waitFor(t, outage, "the outage's end", func() bool { return time.Since(downAt) >= outage })
-	if v := metricValue(t, reg, "warren_route_paused", q); v != 1 || w.Ready() {
+	if v := testenv.MetricValue(t, reg, "warren_route_paused", q); v != 1 || w.Ready() {
 		t.Errorf("at the outage's end: warren_route_paused %v, ready %v; want 1, false", v, w.Ready())
 	}
 	upAt := dep.setDown(false)
@@ -132,9 +131,9 @@ func testOutage(t *testing.T, unavailable bool) {
 		t.Logf("handled more than once (at least once allows it): %v", dups)
 	}
 	waitFor(t, 20*time.Second, "the route to resume", func() bool {
-		return metricValue(t, reg, "warren_route_paused", q) == 0 && w.Ready()
+		return testenv.MetricValue(t, reg, "warren_route_paused", q) == 0 && w.Ready()
 	})
-	if v := metricValue(t, reg, "warren_route_pauses_total", q); v < 1 {
+	if v := testenv.MetricValue(t, reg, "warren_route_pauses_total", q); v < 1 {
 		t.Errorf("warren_route_pauses_total = %v, want at least 1", v)
 	}
 	if n := admin.Count(retry.DLQ(q)); n != 0 {
@@ -174,32 +173,6 @@ func runOutageWorker(t *testing.T, r worker.Route) (*worker.Worker, string) {
 	})
 	waitFor(t, 30*time.Second, "the worker to be ready", w.Ready)
 	return w, r.Queue
-}
-
-// metricValue is the value of a gauge or counter with label queue, -1
-// when there is none.
-func metricValue(t *testing.T, reg *prometheus.Registry, name, queue string) float64 {
-	t.Helper()
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "queue" && l.GetValue() == queue {
-					if m.Gauge != nil {
-						return m.Gauge.GetValue()
-					}
-					return m.Counter.GetValue()
-				}
-			}
-		}
-	}
-	return -1
 }
 
 // dependency is a TCP service that handlers call: a line with a message

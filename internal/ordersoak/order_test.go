@@ -13,11 +13,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -120,11 +117,11 @@ func TestOrderedFleetWithKill(t *testing.T) {
 	})
 	victim := procs[0]
 	for _, p := range procs[1:] {
-		if counter("by:"+p.name) > counter("by:"+victim.name) {
+		if counter("by:"+p.Name) > counter("by:"+victim.Name) {
 			victim = p
 		}
 	}
-	t.Logf("ordered: SIGKILL %s (%d handled of %d) after %s", victim.name, counter("by:"+victim.name), counter("handled"), since(start))
+	t.Logf("ordered: SIGKILL %s (%d handled of %d) after %s", victim.Name, counter("by:"+victim.Name), counter("handled"), since(start))
 	victim.kill()
 
 	var seqs map[string][]int
@@ -135,7 +132,7 @@ func TestOrderedFleetWithKill(t *testing.T) {
 	t.Logf("ordered: every message handled after %s", since(start))
 	for _, p := range procs {
 		if p != victim {
-			p.term(t, time.Minute)
+			p.Term(t, time.Minute)
 		}
 	}
 	seqs = handled(t, rdb, name, keys)
@@ -163,7 +160,7 @@ func TestOrderedFleetWithKill(t *testing.T) {
 	}
 	by := ""
 	for _, p := range procs {
-		by += fmt.Sprintf(" %s:%d", p.name, counter("by:"+p.name))
+		by += fmt.Sprintf(" %s:%d", p.Name, counter("by:"+p.Name))
 	}
 	t.Logf("ordered: done after %s; handled %d times for %d messages (by process:%s)", since(start), counter("handled"), total, by)
 }
@@ -323,47 +320,13 @@ func publish(t *testing.T, url, exchange string, keys, perKey int) {
 
 // proc is one worker process; it is killed when the test ends.
 type proc struct {
-	name, log string
-	cmd       *exec.Cmd
-	done      chan struct{}
-	killed    bool
+	*testenv.Proc
+	killed bool
 }
 
 func startWorker(t *testing.T, bin, logDir, name string, env []string) *proc {
 	t.Helper()
-	p := &proc{name: name, log: filepath.Join(logDir, name+".log"), done: make(chan struct{})}
-	out, err := os.Create(p.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close() // the child has its own copy
-	p.cmd = exec.Command(bin)
-	p.cmd.Env = append(append(os.Environ(), env...), "ORDER_INSTANCE="+name)
-	p.cmd.Stdout, p.cmd.Stderr = out, out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
-	}
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		if !p.exited() {
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(p.log)
-			t.Logf("log of %s (last 4KB):\n%s", p.name, tail(b, 4096))
-		}
-	})
-	return p
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
+	return &proc{Proc: testenv.StartProc(t, bin, name, logDir, append(env, "ORDER_INSTANCE="+name)...)}
 }
 
 // waitRunning waits until p logs that it runs.
@@ -371,15 +334,15 @@ func (p *proc) waitRunning(t *testing.T, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		b, _ := os.ReadFile(p.log)
+		b, _ := os.ReadFile(p.LogPath)
 		if bytes.Contains(b, []byte(`"msg":"running"`)) {
 			return
 		}
-		if p.exited() {
-			t.Fatalf("%s exited during start-up:\n%s", p.name, tail(b, 4096))
+		if p.Exited() {
+			t.Fatalf("%s exited during start-up:\n%s", p.Name, p.Log())
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not running within %s:\n%s", p.name, timeout, tail(b, 4096))
+			t.Fatalf("%s not running within %s:\n%s", p.Name, timeout, p.Log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -388,23 +351,7 @@ func (p *proc) waitRunning(t *testing.T, timeout time.Duration) {
 // kill ends p as a crash would.
 func (p *proc) kill() {
 	p.killed = true
-	_ = p.cmd.Process.Kill()
-	<-p.done
-}
-
-// term drains p (SIGTERM) and fails t unless it exits 0 within timeout.
-func (p *proc) term(t *testing.T, timeout time.Duration) {
-	t.Helper()
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(timeout):
-		t.Errorf("%s did not exit within %s of SIGTERM", p.name, timeout)
-		return
-	}
-	if st := p.cmd.ProcessState; !st.Success() {
-		t.Errorf("%s exited with %v after SIGTERM", p.name, p.cmd.ProcessState)
-	}
+	p.Kill()
 }
 
 // waitFor polls cond until it holds; it fails t after timeout, or when a
@@ -414,8 +361,8 @@ func waitFor(t *testing.T, timeout time.Duration, what string, procs []*proc, co
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		for _, p := range procs {
-			if !p.killed && p.exited() {
-				t.Fatalf("%s exited by itself while waiting for %s: %v", p.name, what, p.cmd.ProcessState)
+			if !p.killed && p.Exited() {
+				t.Fatalf("%s exited by itself while waiting for %s: %v", p.Name, what, p.Err())
 			}
 		}
 		if time.Now().After(deadline) {
@@ -426,13 +373,6 @@ func waitFor(t *testing.T, timeout time.Duration, what string, procs []*proc, co
 }
 
 func since(start time.Time) time.Duration { return time.Since(start).Round(time.Millisecond) }
-
-func tail(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
-}
 
 // TestWalk: what check accepts as a key's sequence.
 func TestWalk(t *testing.T) {

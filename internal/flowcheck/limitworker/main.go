@@ -27,13 +27,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/warrenmq/warren/internal/testworker"
 	"github.com/warrenmq/warren/worker"
 )
 
@@ -65,20 +64,10 @@ func run() error {
 	if err != nil || work < 0 {
 		return fmt.Errorf("LIMIT_WORK: %q is not a duration >= 0", os.Getenv("LIMIT_WORK"))
 	}
-	cfg, err := worker.FromEnv()
+	w, rc, err := testworker.New(nil)
 	if err != nil {
 		return err
 	}
-	w, err := worker.New(cfg)
-	if err != nil {
-		return err
-	}
-	opts, err := redis.ParseURL(w.Config().RedisURL)
-	if err != nil {
-		return fmt.Errorf("WARREN_REDIS_URL: %w", err)
-	}
-	opts.MaxRetries = -1 // a repeated INCR whose reply was lost would count twice
-	rc := redis.NewClient(opts)
 	defer rc.Close()
 	h := &handler{rc: rc, run: runID, work: work}
 	err = w.Handle(worker.Route{
@@ -89,10 +78,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go announce(ctx, w, rc, runID+":ready:"+instance)
-	return w.Run(ctx)
+	return testworker.Run(w, func(ctx context.Context) { announce(ctx, w, rc, runID+":ready:"+instance) })
 }
 
 func envOr(name, def string) string {

@@ -35,13 +35,12 @@ import (
 	"hash/fnv"
 	"math/rand/v2"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/warrenmq/warren/internal/testworker"
 	"github.com/warrenmq/warren/worker"
 )
 
@@ -68,20 +67,10 @@ func run() error {
 			return fmt.Errorf("ORDER_FAIL_EVERY: %q is not a number >= 0", v)
 		}
 	}
-	cfg, err := worker.FromEnv()
+	w, rc, err := testworker.New(nil)
 	if err != nil {
 		return err
 	}
-	w, err := worker.New(cfg)
-	if err != nil {
-		return err
-	}
-	opts, err := redis.ParseURL(w.Config().RedisURL)
-	if err != nil {
-		return fmt.Errorf("WARREN_REDIS_URL: %w", err)
-	}
-	opts.MaxRetries = -1 // never repeat a command whose reply was lost
-	rc := redis.NewClient(opts)
 	defer rc.Close()
 	h := &handler{rc: rc, prefix: prefix, instance: instance, failEvery: failEvery}
 	err = w.Handle(worker.Route{
@@ -91,9 +80,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return w.Run(ctx)
+	return testworker.Run(w)
 }
 
 type handler struct {

@@ -44,15 +44,14 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/signal"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/warrenmq/warren/internal/testworker"
 	"github.com/warrenmq/warren/worker"
 )
 
@@ -74,23 +73,14 @@ func run() error {
 	if queue == "" || runID == "" || instance == "" {
 		return errors.New("SOAK_QUEUE, SOAK_RUN and SOAK_INSTANCE are required")
 	}
-	cfg, err := worker.FromEnv()
+	w, rc, err := testworker.New(func(opts *redis.Options) {
+		opts.DialTimeout = time.Second
+		opts.ReadTimeout = 2 * time.Second
+		opts.WriteTimeout = 2 * time.Second
+	})
 	if err != nil {
 		return err
 	}
-	w, err := worker.New(cfg)
-	if err != nil {
-		return err
-	}
-	opts, err := redis.ParseURL(w.Config().RedisURL)
-	if err != nil {
-		return fmt.Errorf("WARREN_REDIS_URL: %w", err)
-	}
-	opts.MaxRetries = -1 // never repeat a command whose reply was lost
-	opts.DialTimeout = time.Second
-	opts.ReadTimeout = 2 * time.Second
-	opts.WriteTimeout = 2 * time.Second
-	rc := redis.NewClient(opts)
 	defer rc.Close()
 
 	var work time.Duration
@@ -114,10 +104,8 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	h.log.Info("soak worker starting", zap.String("instance", instance), zap.Int("pid", os.Getpid()))
-	return w.Run(ctx)
+	return testworker.Run(w)
 }
 
 type handler struct {
