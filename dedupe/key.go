@@ -33,11 +33,23 @@ const hashedPartPrefix = "h-"
 // DefaultKeyPrefix. The result is at most MaxKeyLen bytes long and has
 // exactly one "{" and one "}".
 func Key(prefix, queue, id string) string {
+	return KeysOf(prefix, queue).Key(id)
+}
+
+// QueueKeys makes the keys of one queue's messages, as Key does, with the
+// prefix and queue checked once rather than per message.
+type QueueKeys struct{ head string }
+
+// KeysOf returns the key maker of queue's messages under prefix (see Key).
+func KeysOf(prefix, queue string) QueueKeys {
 	if prefix == "" {
 		prefix = DefaultKeyPrefix
 	}
-	return keyPrefix(prefix) + ":{" + keyPart(queue) + ":" + keyPart(id) + "}"
+	return QueueKeys{head: keyPrefix(prefix) + ":{" + keyPart(queue) + ":"}
 }
+
+// Key returns the store key of message id, as Key(prefix, queue, id).
+func (k QueueKeys) Key(id string) string { return k.head + keyPart(id) + "}" }
 
 // BodyKeyID returns an id for a message that has no message id: "sha256-"
 // and the hex SHA-256 of body. Equal bodies get equal ids.

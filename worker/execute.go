@@ -44,7 +44,7 @@ func (e *executor) execute(hctx context.Context, j *job) result {
 	case e.claims != nil:
 		return e.underClaim(hctx, j)
 	default:
-		return verdictOf(e.call(hctx, j.d), j.d.Attempt, e.policy)
+		return verdictOf(e.call(hctx, j), j.d.Attempt, e.policy)
 	}
 }
 
@@ -62,7 +62,7 @@ func (e *executor) underClaim(hctx context.Context, j *job) result {
 		return deadLetter(KindDedupe, err)
 	case err != nil && e.failOpen:
 		e.log.Warn("dedupe store unreachable, processing without a claim", zap.Error(err))
-		return verdictOf(e.call(hctx, j.d), j.d.Attempt, e.policy)
+		return verdictOf(e.call(hctx, j), j.d.Attempt, e.policy)
 	case err != nil:
 		return unspent(e.policy.Delays[0], KindStoreDown, err)
 	case status == dedupe.Done:
@@ -79,7 +79,7 @@ func (e *executor) underClaim(hctx context.Context, j *job) result {
 		tx = &txWrites{key: j.d.IdempotencyKey}
 		ctx = context.WithValue(hctx, txKey{}, tx)
 	}
-	res := verdictOf(e.call(ctx, j.d), j.d.Attempt, e.policy)
+	res := verdictOf(e.call(ctx, j), j.d.Attempt, e.policy)
 	if res.Outcome != OutcomeAck {
 		return res
 	}
@@ -127,8 +127,9 @@ func (e *executor) claim(hctx context.Context, j *job) (dedupe.Status, error) {
 
 // call runs the handler with its timeout, recovering a panic. It is the
 // handler call of the worker and of workertest alike.
-func (e *executor) call(hctx context.Context, d *Delivery) (err error) {
-	ctx, finish := e.deadlines.start(hctx, e.timeout, e.log, d)
+func (e *executor) call(hctx context.Context, j *job) (err error) {
+	d := j.d
+	ctx, finish := e.deadlines.start(hctx, e.timeout, e.log, d, &j.hctx)
 	defer finish()
 	defer func() {
 		if v := recover(); v != nil {

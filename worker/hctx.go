@@ -62,9 +62,10 @@ type afterFunc struct{ f func() }
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // start returns the context of a handler run under parent, which must be
-// base or a context of values on top of it, and its finish. Any other
-// parent gets context.WithTimeout's context.
-func (t *deadlines) start(parent context.Context, timeout time.Duration, log *zap.Logger, d *Delivery) (context.Context, func()) {
+// base or a context of values on top of it, and its finish; the context
+// is c (it lives in the run's job) unless c was used already. Any other parent
+// gets context.WithTimeout's context.
+func (t *deadlines) start(parent context.Context, timeout time.Duration, log *zap.Logger, d *Delivery, c *handlerCtx) (context.Context, func()) {
 	if t == nil || parent.Done() != t.baseDone {
 		ctx, cancel := context.WithTimeout(parent, timeout)
 		return withLogger(ctx, log, d), cancel
@@ -73,7 +74,13 @@ func (t *deadlines) start(parent context.Context, timeout time.Duration, log *za
 		ctx, cancel := context.WithTimeout(parent, timeout)
 		return withLogger(ctx, log, d), cancel
 	}
-	c := &handlerCtx{parent: parent, t: t, deadline: time.Now().Add(timeout), ml: msgLogger{base: log, d: d}}
+	if c == nil || c.t != nil {
+		// A job that runs again (an ordered route's retry in place) gets
+		// a context of its own: the last one may still be referred to.
+		c = new(handlerCtx)
+	}
+	c.parent, c.t, c.deadline = parent, t, time.Now().Add(timeout)
+	c.ml.base, c.ml.d = log, d
 	return c, c.finish
 }
 

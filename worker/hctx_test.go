@@ -46,10 +46,11 @@ func TestHandlerContextDeadline(t *testing.T) {
 	dl, base, _ := newTestDeadlines(t)
 	d := &Delivery{Queue: "q1"}
 	start := time.Now()
-	ctx, finish := dl.start(base, 50*time.Millisecond, zap.NewNop(), d)
+	var in handlerCtx
+	ctx, finish := dl.start(base, 50*time.Millisecond, zap.NewNop(), d, &in)
 	defer finish()
-	if _, ok := ctx.(*handlerCtx); !ok {
-		t.Fatalf("start on base gave %T, want the route's handler context", ctx)
+	if ctx != &in {
+		t.Fatalf("start on base gave %T, want the handler context it was given", ctx)
 	}
 	dd, ok := ctx.Deadline()
 	if !ok || dd.Before(start.Add(50*time.Millisecond)) || dd.After(time.Now().Add(50*time.Millisecond)) {
@@ -72,13 +73,20 @@ func TestHandlerContextDeadline(t *testing.T) {
 	if base.Err() != nil {
 		t.Fatal("a handler's deadline ended base")
 	}
+	// A second run with the same (used) context gets a fresh one.
+	again, finishAgain := dl.start(base, time.Hour, zap.NewNop(), d, &in)
+	defer finishAgain()
+	if again == &in {
+		t.Fatal("a used handler context was handed out again")
+	}
+	notDone(t, again, "a second run's context")
 }
 
 // A context whose channel nobody asked for still reports its deadline
 // through Err, and its channel is closed when asked for afterwards.
 func TestHandlerContextErrWithoutDone(t *testing.T) {
 	dl, base, _ := newTestDeadlines(t)
-	ctx, finish := dl.start(base, 20*time.Millisecond, zap.NewNop(), &Delivery{})
+	ctx, finish := dl.start(base, 20*time.Millisecond, zap.NewNop(), &Delivery{}, nil)
 	defer finish()
 	deadline := time.Now().Add(10 * time.Second)
 	for ctx.Err() == nil {
@@ -101,12 +109,12 @@ func TestHandlerContextErrWithoutDone(t *testing.T) {
 // one, and a finished one leaves the list.
 func TestHandlerContextsEndInOrder(t *testing.T) {
 	dl, base, _ := newTestDeadlines(t)
-	long, finishLong := dl.start(base, time.Hour, zap.NewNop(), &Delivery{})
+	long, finishLong := dl.start(base, time.Hour, zap.NewNop(), &Delivery{}, nil)
 	defer finishLong()
 	_ = long.Done()
-	gone, finishGone := dl.start(base, 30*time.Millisecond, zap.NewNop(), &Delivery{})
+	gone, finishGone := dl.start(base, 30*time.Millisecond, zap.NewNop(), &Delivery{}, nil)
 	_ = gone.Done()
-	short, finishShort := dl.start(base, 60*time.Millisecond, zap.NewNop(), &Delivery{})
+	short, finishShort := dl.start(base, 60*time.Millisecond, zap.NewNop(), &Delivery{}, nil)
 	defer finishShort()
 	_ = short.Done()
 	finishGone()
@@ -126,7 +134,7 @@ func TestHandlerContextListOrder(t *testing.T) {
 	dl, base, _ := newTestDeadlines(t)
 	var all []*handlerCtx
 	for _, d := range []time.Duration{5, 3, 4, 1, 2, 6} {
-		ctx, finish := dl.start(base, d*time.Hour, zap.NewNop(), &Delivery{})
+		ctx, finish := dl.start(base, d*time.Hour, zap.NewNop(), &Delivery{}, nil)
 		defer finish()
 		_ = ctx.Done()
 		all = append(all, ctx.(*handlerCtx))
@@ -155,17 +163,17 @@ func TestHandlerContextListOrder(t *testing.T) {
 
 func TestHandlerContextBaseCancel(t *testing.T) {
 	dl, base, cancel := newTestDeadlines(t)
-	listed, finish1 := dl.start(base, time.Hour, zap.NewNop(), &Delivery{})
+	listed, finish1 := dl.start(base, time.Hour, zap.NewNop(), &Delivery{}, nil)
 	defer finish1()
 	_ = listed.Done()
-	quiet, finish2 := dl.start(base, time.Hour, zap.NewNop(), &Delivery{})
+	quiet, finish2 := dl.start(base, time.Hour, zap.NewNop(), &Delivery{}, nil)
 	defer finish2()
 	cancel()
 	waitDone(t, listed, "a listed context after base's cancel")
 	if !errors.Is(listed.Err(), context.Canceled) || !errors.Is(quiet.Err(), context.Canceled) {
 		t.Fatalf("Err = %v and %v, want Canceled", listed.Err(), quiet.Err())
 	}
-	late, finish3 := dl.start(base, time.Hour, zap.NewNop(), &Delivery{})
+	late, finish3 := dl.start(base, time.Hour, zap.NewNop(), &Delivery{}, nil)
 	defer finish3()
 	waitDone(t, late, "a context started after base's cancel")
 }
@@ -174,7 +182,7 @@ func TestHandlerContextBaseCancel(t *testing.T) {
 // AfterFunc rather than a goroutine each, and leave nothing behind.
 func TestHandlerContextChildren(t *testing.T) {
 	dl, base, _ := newTestDeadlines(t)
-	ctx, finish := dl.start(base, 40*time.Millisecond, zap.NewNop(), &Delivery{})
+	ctx, finish := dl.start(base, 40*time.Millisecond, zap.NewNop(), &Delivery{}, nil)
 	defer finish()
 	child, cancelChild := context.WithCancel(ctx)
 	other, cancelOther := context.WithTimeout(ctx, time.Hour)
@@ -204,7 +212,7 @@ func TestHandlerContextChildren(t *testing.T) {
 // does, with its children.
 func TestHandlerContextFinish(t *testing.T) {
 	dl, base, _ := newTestDeadlines(t)
-	ctx, finish := dl.start(base, time.Hour, zap.NewNop(), &Delivery{})
+	ctx, finish := dl.start(base, time.Hour, zap.NewNop(), &Delivery{}, nil)
 	child, cancelChild := context.WithCancel(ctx)
 	defer cancelChild()
 	finish()
@@ -223,7 +231,7 @@ func TestHandlerContextOtherParent(t *testing.T) {
 	dl, _, _ := newTestDeadlines(t)
 	other, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ctx, finish := dl.start(other, time.Hour, zap.NewNop(), &Delivery{})
+	ctx, finish := dl.start(other, time.Hour, zap.NewNop(), &Delivery{}, nil)
 	defer finish()
 	if _, ok := ctx.(*handlerCtx); ok {
 		t.Fatal("a parent with another cancellation got the route's handler context")
@@ -234,7 +242,7 @@ func TestHandlerContextOtherParent(t *testing.T) {
 	cancel()
 	waitDone(t, ctx, "a standard context after its parent's cancel")
 	var none *deadlines
-	ctx2, finish2 := none.start(context.Background(), time.Hour, zap.NewNop(), &Delivery{})
+	ctx2, finish2 := none.start(context.Background(), time.Hour, zap.NewNop(), &Delivery{}, nil)
 	defer finish2()
 	if _, ok := ctx2.Deadline(); !ok {
 		t.Fatal("without deadlines: no deadline")
@@ -250,7 +258,7 @@ func TestHandlerContextConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range 300 {
-				ctx, finish := dl.start(base, time.Duration(1+(g+i)%3)*time.Millisecond, zap.NewNop(), &Delivery{})
+				ctx, finish := dl.start(base, time.Duration(1+(g+i)%3)*time.Millisecond, zap.NewNop(), &Delivery{}, nil)
 				if i%2 == 0 {
 					select {
 					case <-ctx.Done():

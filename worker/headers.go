@@ -40,8 +40,14 @@ var brokerHeaders = []string{"x-death", "x-first-death-exchange", "x-first-death
 type viewer struct {
 	queue       string
 	maxAttempts int
-	prefix      string                 // of dedupe keys
 	dedupeKey   func(*Delivery) string // nil means the message id
+	keys        dedupe.QueueKeys
+}
+
+// newViewer returns the viewer of queue's deliveries; prefix is that of
+// its dedupe keys.
+func newViewer(queue string, maxAttempts int, prefix string, dedupeKey func(*Delivery) string) viewer {
+	return viewer{queue: queue, maxAttempts: maxAttempts, dedupeKey: dedupeKey, keys: dedupe.KeysOf(prefix, queue)}
 }
 
 // into builds the handler's view of bd in d.
@@ -70,7 +76,7 @@ func (v viewer) into(d *Delivery, bd *broker.Delivery) {
 	if id == "" {
 		id = dedupe.BodyKeyID(bd.Body)
 	}
-	d.IdempotencyKey = dedupe.Key(v.prefix, v.queue, id)
+	d.IdempotencyKey = v.keys.Key(id)
 }
 
 // copyHeaders returns the headers of bd without the broker's

@@ -48,6 +48,9 @@ type job struct {
 	span    trace.Span
 	marked  bool
 	markErr error
+
+	// hctx is the handler run's context (deadlines.start).
+	hctx handlerCtx
 }
 
 // newJob builds the job of a delivery, with its handler's view, in one

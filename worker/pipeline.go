@@ -76,7 +76,7 @@ func newPipeline(c pipelineConfig) *pipeline {
 	p := &pipeline{src: c.src, concurrency: r.Concurrency, log: c.log, metrics: c.metrics, tracer: c.tracer, stopping: make(chan struct{})}
 	p.intake = &intake{
 		deliveries: c.src.Deliveries(),
-		view:       viewer{queue: r.Queue, maxAttempts: r.Retry.MaxAttempts, prefix: c.prefix, dedupeKey: r.DedupeKey}.into,
+		view:       newViewer(r.Queue, r.Retry.MaxAttempts, c.prefix, r.DedupeKey).into,
 		claims:     c.claims, batch: claimBatchSize(r.Concurrency, r.Prefetch),
 		stopping: p.stopping, inFlight: c.metrics.inFlight, giveBack: p.giveBack,
 	}
