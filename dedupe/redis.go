@@ -253,17 +253,23 @@ func (s *RedisStore) setNX(ctx context.Context, reqs []Ref, idx []int, lease tim
 	return taken, errs
 }
 
-// MarkDoneAll implements BatchStore: markDoneAllScript, one call per
-// maxBatch keys on a single server (or Sentinel), one call per hash slot
-// on Cluster, every call in one pipeline.
+// MarkDoneAll implements BatchStore: a plain SET for the requests that
+// are Held, markDoneAllScript for the others: one call per maxBatch keys
+// on a single server (or Sentinel), one call per hash slot on Cluster,
+// every call in one pipeline.
 func (s *RedisStore) MarkDoneAll(ctx context.Context, reqs []Ref, ttl time.Duration) []error {
 	errs := make([]error, len(reqs))
-	var good []int
+	var good, held []int
 	for i, r := range reqs {
 		if errs[i] = checkArgsDuration(opMarkDone, r.Key, r.Owner, "ttl", ttl); errs[i] == nil {
-			good = append(good, i)
+			if r.Held {
+				held = append(held, i)
+			} else {
+				good = append(good, i)
+			}
 		}
 	}
+	s.setDone(ctx, reqs, held, ttl, errs)
 	s.eachGrouped(ctx, markDoneAllScript, reqs, good, millis(ttl), func(i int, n int64, err error) {
 		key := reqs[i].Key
 		switch {
@@ -276,6 +282,35 @@ func (s *RedisStore) MarkDoneAll(ctx context.Context, reqs []Ref, ttl time.Durat
 		}
 	})
 	return errs
+}
+
+// setDone stores the done marks of the requests at idx with plain SETs in
+// one pipeline, writing each one's error to errs.
+func (s *RedisStore) setDone(ctx context.Context, reqs []Ref, idx []int, ttl time.Duration, errs []error) {
+	if len(idx) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	cmds := make([]*redis.StatusCmd, len(idx))
+	err := s.exec(ctx, func(pipe redis.Pipeliner) {
+		for k, i := range idx {
+			cmds[k] = pipe.Set(ctx, reqs[i].Key, valueDone, ttl)
+		}
+	})
+	if err != nil {
+		s.noteError(ctx, err)
+	}
+	for k, i := range idx {
+		e := err
+		if e == nil {
+			e = cmds[k].Err()
+			s.noteError(ctx, e)
+		}
+		if e != nil {
+			errs[i] = opError(opMarkDone, reqs[i].Key, e)
+		}
+	}
 }
 
 // ExtendAll implements BatchStore: one script call per group of keys (per

@@ -167,6 +167,38 @@ func wantValue(t *testing.T, c redis.UniversalClient, key, value string, maxTTL 
 	}
 }
 
+// A held done mark is a plain SET: stored with its TTL like any mark,
+// without the owner check (here over another owner's claim, which a
+// held request promises is not there); requests that are not held in
+// the same call keep the check.
+func TestRedisMarkDoneAllHeld(t *testing.T) {
+	s, c := newRedisStore(t)
+	rs := s.Store.(*dedupe.RedisStore)
+	ctx := t.Context()
+	mine, theirs, checked := testKey(t)+"-mine", testKey(t)+"-theirs", testKey(t)+"-checked"
+	for _, k := range []string{mine, theirs, checked} {
+		owner := "a"
+		if k != mine {
+			owner = "b"
+		}
+		if st, err := s.Claim(ctx, k, owner, time.Minute); err != nil || st != dedupe.Claimed {
+			t.Fatalf("claim %q: %v, %v", k, st, err)
+		}
+	}
+	errs := rs.MarkDoneAll(ctx, []dedupe.Ref{
+		{Key: mine, Owner: "a", Held: true},
+		{Key: theirs, Owner: "a", Held: true},
+		{Key: checked, Owner: "a"},
+		{Key: "", Owner: "a", Held: true},
+	}, time.Hour)
+	if errs[0] != nil || errs[1] != nil || !errors.Is(errs[2], dedupe.ErrNotOwner) || errs[3] == nil || errors.Is(errs[3], dedupe.ErrNotOwner) {
+		t.Fatalf("MarkDoneAll = %v; want nil, nil, ErrNotOwner and an argument error", errs)
+	}
+	wantValue(t, c, mine, "d", time.Hour)
+	wantValue(t, c, theirs, "d", time.Hour)
+	wantValue(t, c, checked, "p:b", time.Minute)
+}
+
 func TestRedisForeignValue(t *testing.T) {
 	s, c := newRedisStore(t)
 	ctx, k := t.Context(), testKey(t)

@@ -121,6 +121,15 @@ func millis(d time.Duration) int64 {
 // Ref names a key and an owner, for the batch calls.
 type Ref struct {
 	Key, Owner string
+	// Held, in a MarkDoneAll request, is the caller's word that Owner
+	// holds the claim: it took or renewed it well within the lease (a
+	// worker's renewals tell it so). A store may then store the done
+	// mark without checking the owner, which costs Redis a plain SET
+	// instead of a script (a fifth of the work). Should the claim have
+	// been lost all the same (a failover without it) while another owner
+	// runs the message again, the mark still says the truth: the message
+	// was handled; that owner's own mark then finds it done.
+	Held bool
 }
 
 // ClaimResult answers one claim of ClaimAll.

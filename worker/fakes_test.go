@@ -150,6 +150,16 @@ type flakyStore struct {
 	releases  atomic.Int32
 	extends   atomic.Int32 // ExtendAll calls made
 	hang      atomic.Bool  // ExtendAll waits for its context to end
+
+	mu   sync.Mutex
+	held [][]bool // the Held flags of each MarkDoneAll call
+}
+
+// heldFlags returns the Held flags of each MarkDoneAll call so far.
+func (s *flakyStore) heldFlags() [][]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([][]bool(nil), s.held...)
 }
 
 func (s *flakyStore) ExtendAll(ctx context.Context, reqs []dedupe.Ref, lease time.Duration) []error {
@@ -169,6 +179,13 @@ var errStoreDown = errors.New("dial tcp 127.0.0.1:1: connection refused")
 
 func (s *flakyStore) MarkDoneAll(ctx context.Context, reqs []dedupe.Ref, ttl time.Duration) []error {
 	s.marks.Add(1)
+	flags := make([]bool, len(reqs))
+	for i, r := range reqs {
+		flags[i] = r.Held
+	}
+	s.mu.Lock()
+	s.held = append(s.held, flags)
+	s.mu.Unlock()
 	if s.markFails.Add(-1) >= 0 {
 		errs := make([]error, len(reqs))
 		for i := range errs {

@@ -89,7 +89,9 @@ func (f *finisher) run(hctx context.Context) {
 func (f *finisher) flush(hctx context.Context, batch []finishJob) {
 	reqs := make([]dedupe.Ref, len(batch))
 	for i, fj := range batch {
-		reqs[i] = dedupe.Ref{Key: fj.j.d.IdempotencyKey, Owner: fj.j.owner}
+		// A claim the worker knows it holds is marked without the
+		// store's owner check: a plain SET on Redis.
+		reqs[i] = dedupe.Ref{Key: fj.j.d.IdempotencyKey, Owner: fj.j.owner, Held: f.claims.keeper.fresh(fj.j.claim)}
 	}
 	errs := f.markAll(hctx, reqs)
 	for i, fj := range batch {
@@ -120,6 +122,8 @@ func (f *finisher) markAll(hctx context.Context, reqs []dedupe.Ref) []error {
 		batch := make([]dedupe.Ref, len(pending))
 		for k, i := range pending {
 			batch[k] = reqs[i]
+			// What was known at the first try may be stale by a retry.
+			reqs[i].Held = false
 		}
 		again := pending[:0]
 		for k, err := range f.store.MarkDoneAll(sctx, batch, f.ttl) {

@@ -84,6 +84,18 @@ func (k *keeper) lostReason(h *heldClaim) string {
 	return k.goneReason(h.renewed, time.Now())
 }
 
+// fresh reports whether h is held on the worker's own evidence: taken or
+// renewed within two thirds of a lease, and no renewal found it gone (what
+// confirm accepts without asking the store).
+func (k *keeper) fresh(h *heldClaim) bool {
+	if k == nil || h == nil {
+		return false
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return h.gone == "" && time.Since(h.renewed) < k.lease*2/3
+}
+
 // confirm makes sure h is still held before its job runs: a renewal found
 // it gone (dedupe.ErrNotOwner), or it was not renewed for two thirds of a
 // lease (the store was slow or unreachable), in which case it is renewed

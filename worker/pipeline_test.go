@@ -151,6 +151,49 @@ func TestPipelineFinisherRetriesDoneMarks(t *testing.T) {
 	}
 }
 
+// A claim the worker renewed recently is marked done as held (a plain
+// SET on Redis); a retry of the mark, later, is not.
+func TestPipelineMarksHeldClaimsAsHeld(t *testing.T) {
+	r := newRig(t, rigOptions{handler: failing(nil), dedupe: true})
+	r.store.markFails.Store(1)
+	r.start()
+	r.deliver("m1", nil)
+	r.acks.waitSettled(t, 1)
+	r.close()
+	got := r.store.heldFlags()
+	if len(got) != 2 || len(got[0]) != 1 || len(got[1]) != 1 {
+		t.Fatalf("mark calls with Held flags %v, want two calls of one request", got)
+	}
+	if !got[0][0] || got[1][0] {
+		t.Errorf("Held flags %v, want true on the first try and false on the retry", got)
+	}
+	if st, _ := r.store.Claim(context.Background(), r.key("m1"), "other", time.Minute); st != dedupe.Done {
+		t.Errorf("the message is %v, want done", st)
+	}
+}
+
+// A claim whose renewals did not get through is marked with the owner
+// check.
+func TestPipelineMarksStaleClaimsWithTheOwnerCheck(t *testing.T) {
+	const lease = 300 * time.Millisecond
+	started := make(chan struct{})
+	r := newRig(t, rigOptions{dedupe: true, lease: lease, handler: HandlerFunc(func(ctx context.Context, _ *Delivery) error {
+		close(started)
+		time.Sleep(lease) // renewals hang meanwhile: the claim is not fresh after this
+		return nil
+	})})
+	r.store.hang.Store(true)
+	r.start()
+	r.deliver("m1", nil)
+	<-started
+	r.acks.waitSettled(t, 1)
+	r.close()
+	got := r.store.heldFlags()
+	if len(got) == 0 || len(got[0]) != 1 || got[0][0] {
+		t.Fatalf("mark calls with Held flags %v, want the first not held", got)
+	}
+}
+
 // The finisher gives a done mark up after markRetries.tries calls, and acks the
 // message all the same: its effect has happened.
 func TestPipelineFinisherGivesUp(t *testing.T) {
