@@ -22,7 +22,10 @@
 // RedisStore keeps the states in Redis (single server, Sentinel or
 // Cluster), one Lua script per transition; its batch calls (ClaimAll,
 // MarkDoneAll) make one script call per hash slot on Cluster, per 128
-// keys on one server, all in one pipeline. MemoryStore keeps them in
+// keys on one server, all in one pipeline, and take the common cases
+// with plain commands: a fresh key's claim is a SET NX, and the done mark
+// of a claim its caller knows it holds (Ref.Held) a SET. Concurrent calls
+// share pipelines. MemoryStore keeps them in
 // process memory, for tests and single-process use. Key builds bounded
 // keys that stay in one Cluster slot per message, and BodyKeyID gives an
 // id to a message that has none. The dedupetest package is the
