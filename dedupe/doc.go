@@ -24,8 +24,8 @@
 // MarkDoneAll) make one script call per hash slot on Cluster, per 128
 // keys on one server, all in one pipeline, and take the common cases
 // with plain commands: a fresh key's claim is a SET NX, and the done mark
-// of a claim its caller knows it holds (Ref.Held) a SET. Concurrent calls
-// share pipelines. MemoryStore keeps them in
+// of a claim its caller knows it holds (Ref.Held) a SET XX GET. Concurrent
+// calls share pipelines, except renewals (ExtendAll), which go alone. MemoryStore keeps them in
 // process memory, for tests and single-process use. Key builds bounded
 // keys that stay in one Cluster slot per message, and BodyKeyID gives an
 // id to a message that has none. The dedupetest package is the

@@ -104,7 +104,14 @@ func (s *RedisStore) runGrouped(ctx context.Context, script *redis.Script, keys 
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	g := grouped{script: script, client: s.client, exec: s.exec, keys: keys, shared: shared, owners: owners, replies: replies, errs: errs, note: s.noteError}
+	exec := s.exec
+	if script == extendAllScript {
+		// Renewals keep leases alive: they do not wait behind the round
+		// trips of other calls, one slow one of which could make them
+		// miss a lease.
+		exec = s.execAlone
+	}
+	g := grouped{script: script, client: s.client, exec: exec, keys: keys, shared: shared, owners: owners, replies: replies, errs: errs, note: s.noteError}
 	bySlot := s.groupsBySlot()
 	refused := g.send(ctx, keyGroups(keys, bySlot))
 	if len(refused) > 0 && !bySlot {

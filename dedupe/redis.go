@@ -253,10 +253,10 @@ func (s *RedisStore) setNX(ctx context.Context, reqs []Ref, idx []int, lease tim
 	return taken, errs
 }
 
-// MarkDoneAll implements BatchStore: a plain SET for the requests that
-// are Held, markDoneAllScript for the others: one call per maxBatch keys
-// on a single server (or Sentinel), one call per hash slot on Cluster,
-// every call in one pipeline.
+// MarkDoneAll implements BatchStore: a SET XX GET for each request that
+// is Held, in one pipeline (see setDone), then markDoneAllScript for the
+// others: one call per maxBatch keys on a single server (or Sentinel), one
+// call per hash slot on Cluster, all in one pipeline.
 func (s *RedisStore) MarkDoneAll(ctx context.Context, reqs []Ref, ttl time.Duration) []error {
 	errs := make([]error, len(reqs))
 	var good, held []int
@@ -284,8 +284,10 @@ func (s *RedisStore) MarkDoneAll(ctx context.Context, reqs []Ref, ttl time.Durat
 	return errs
 }
 
-// setDone stores the done marks of the requests at idx with plain SETs in
-// one pipeline, writing each one's error to errs.
+// setDone stores the done marks of the requests at idx in one pipeline
+// with SET XX GET, writing each one's error to errs: a key that is gone
+// (lost with the store) is not written and answers ErrNotOwner, as the
+// script would; a key that holds anything else becomes done.
 func (s *RedisStore) setDone(ctx context.Context, reqs []Ref, idx []int, ttl time.Duration, errs []error) {
 	if len(idx) == 0 {
 		return
@@ -295,7 +297,7 @@ func (s *RedisStore) setDone(ctx context.Context, reqs []Ref, idx []int, ttl tim
 	cmds := make([]*redis.StatusCmd, len(idx))
 	err := s.exec(ctx, func(pipe redis.Pipeliner) {
 		for k, i := range idx {
-			cmds[k] = pipe.Set(ctx, reqs[i].Key, valueDone, ttl)
+			cmds[k] = pipe.SetArgs(ctx, reqs[i].Key, valueDone, redis.SetArgs{Mode: "XX", Get: true, TTL: ttl})
 		}
 	})
 	if err != nil {
@@ -305,6 +307,10 @@ func (s *RedisStore) setDone(ctx context.Context, reqs []Ref, idx []int, ttl tim
 		e := err
 		if e == nil {
 			e = cmds[k].Err()
+			if errors.Is(e, redis.Nil) {
+				errs[i] = ErrNotOwner
+				continue
+			}
 			s.noteError(ctx, e)
 		}
 		if e != nil {
@@ -362,6 +368,11 @@ func (s *RedisStore) exec(ctx context.Context, queue func(redis.Pipeliner)) erro
 	if s.batch != nil {
 		return s.batch.pipe(ctx, queue)
 	}
+	return s.execAlone(ctx, queue)
+}
+
+// execAlone runs the commands queue adds in a pipeline of their own.
+func (s *RedisStore) execAlone(ctx context.Context, queue func(redis.Pipeliner)) error {
 	pipe := s.client.Pipeline()
 	queue(pipe)
 	_, _ = pipe.Exec(ctx)

@@ -167,15 +167,15 @@ func wantValue(t *testing.T, c redis.UniversalClient, key, value string, maxTTL 
 	}
 }
 
-// A held done mark is a plain SET: stored with its TTL like any mark,
-// without the owner check (here over another owner's claim, which a
-// held request promises is not there); requests that are not held in
-// the same call keep the check.
+// A held done mark is a SET XX GET: stored with its TTL like any mark,
+// without comparing the owner (here over another owner's claim, which a
+// held request promises is not there), but not on a key that is gone;
+// requests that are not held in the same call keep the check.
 func TestRedisMarkDoneAllHeld(t *testing.T) {
 	s, c := newRedisStore(t)
 	rs := s.Store.(*dedupe.RedisStore)
 	ctx := t.Context()
-	mine, theirs, checked := testKey(t)+"-mine", testKey(t)+"-theirs", testKey(t)+"-checked"
+	mine, theirs, checked, gone := testKey(t)+"-mine", testKey(t)+"-theirs", testKey(t)+"-checked", testKey(t)+"-gone"
 	for _, k := range []string{mine, theirs, checked} {
 		owner := "a"
 		if k != mine {
@@ -190,13 +190,18 @@ func TestRedisMarkDoneAllHeld(t *testing.T) {
 		{Key: theirs, Owner: "a", Held: true},
 		{Key: checked, Owner: "a"},
 		{Key: "", Owner: "a", Held: true},
+		{Key: gone, Owner: "a", Held: true},
 	}, time.Hour)
-	if errs[0] != nil || errs[1] != nil || !errors.Is(errs[2], dedupe.ErrNotOwner) || errs[3] == nil || errors.Is(errs[3], dedupe.ErrNotOwner) {
-		t.Fatalf("MarkDoneAll = %v; want nil, nil, ErrNotOwner and an argument error", errs)
+	if errs[0] != nil || errs[1] != nil || !errors.Is(errs[2], dedupe.ErrNotOwner) || errs[3] == nil || errors.Is(errs[3], dedupe.ErrNotOwner) ||
+		!errors.Is(errs[4], dedupe.ErrNotOwner) {
+		t.Fatalf("MarkDoneAll = %v; want nil, nil, ErrNotOwner, an argument error and ErrNotOwner", errs)
 	}
 	wantValue(t, c, mine, "d", time.Hour)
 	wantValue(t, c, theirs, "d", time.Hour)
 	wantValue(t, c, checked, "p:b", time.Minute)
+	if n, err := c.Exists(ctx, gone).Result(); err != nil || n != 0 {
+		t.Fatalf("EXISTS of the gone key = %d, %v; want 0", n, err)
+	}
 }
 
 func TestRedisForeignValue(t *testing.T) {

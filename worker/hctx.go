@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -46,6 +47,9 @@ type handlerCtx struct {
 	t        *deadlines
 	deadline time.Time
 	ml       msgLogger
+
+	// doneP points at done once it is set, for Done without the lock.
+	doneP atomic.Pointer[chan struct{}]
 
 	// Under t.mu.
 	done       chan struct{}
@@ -96,6 +100,9 @@ func (c *handlerCtx) Value(key any) any {
 func (c *handlerCtx) String() string { return "worker.handlerContext" }
 
 func (c *handlerCtx) Done() <-chan struct{} {
+	if p := c.doneP.Load(); p != nil {
+		return *p
+	}
 	t := c.t
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -103,10 +110,10 @@ func (c *handlerCtx) Done() <-chan struct{} {
 		return c.done
 	}
 	if c.errLocked() != nil {
-		c.done = closedChan
+		c.setDoneLocked(closedChan)
 		return c.done
 	}
-	c.done = make(chan struct{})
+	c.setDoneLocked(make(chan struct{}))
 	t.insertLocked(c)
 	return c.done
 }
@@ -150,7 +157,7 @@ func (c *handlerCtx) AfterFunc(f func()) func() bool {
 	c.funcs = append(c.funcs, a)
 	if !c.listed && c.done == nil {
 		// Its end must come on time: it waits in the list too.
-		c.done = make(chan struct{})
+		c.setDoneLocked(make(chan struct{}))
 		t.insertLocked(c)
 	}
 	return func() bool {
@@ -164,6 +171,12 @@ func (c *handlerCtx) AfterFunc(f func()) func() bool {
 		}
 		return false
 	}
+}
+
+// setDoneLocked sets the done channel, which never changes afterwards.
+func (c *handlerCtx) setDoneLocked(ch chan struct{}) {
+	c.done = ch
+	c.doneP.Store(&c.done)
 }
 
 // finish ends the context once its handler returned, as a timeout

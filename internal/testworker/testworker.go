@@ -46,14 +46,12 @@ func New(tune func(*redis.Options)) (*worker.Worker, *redis.Client, error) {
 // of its own until then; it returns Run's error once they have returned.
 func Run(w *worker.Worker, also ...func(context.Context)) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	defer stop() // first: the goroutines end with ctx
 	for _, f := range also {
 		wg.Add(1)
 		go func() { defer wg.Done(); f(ctx) }()
 	}
-	err := w.Run(ctx)
-	stop()
-	return err
+	return w.Run(ctx)
 }
