@@ -67,14 +67,11 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 
 // start returns the context of a handler run under parent, which must be
 // base or a context of values on top of it, and its finish; the context
-// is c (it lives in the run's job) unless c was used already. Any other parent
-// gets context.WithTimeout's context.
+// is c (it lives in the run's job) unless c was used already. Any other
+// parent (another cancellation, or a deadline of its own) gets
+// context.WithTimeout's context.
 func (t *deadlines) start(parent context.Context, timeout time.Duration, log *zap.Logger, d *Delivery, c *handlerCtx) (context.Context, func()) {
-	if t == nil || parent.Done() != t.baseDone {
-		ctx, cancel := context.WithTimeout(parent, timeout)
-		return withLogger(ctx, log, d), cancel
-	}
-	if _, ok := parent.Deadline(); ok {
+	if _, hasDeadline := parent.Deadline(); t == nil || hasDeadline || parent.Done() != t.baseDone {
 		ctx, cancel := context.WithTimeout(parent, timeout)
 		return withLogger(ctx, log, d), cancel
 	}
