@@ -19,9 +19,9 @@ const maxBatch = 128
 // commands of a batch call (ClaimAll's SET NXs, MarkDoneAll's scripts),
 // so that a route's claims and done marks share round trips: each round
 // trip costs Redis and the worker a read, a write and a wake-up, about as
-// much as the commands in it. There is no goroutine of its own: a caller whose call opens a
-// batch sends it (the leader), and hands the lead to the first call that
-// queued meanwhile. Under load many claims and done marks share one round
+// much as the commands in it. There is no goroutine of its own: a caller
+// whose call opens a batch sends it (the leader), and hands the lead to
+// the first call that queued meanwhile. Under load many claims and done marks share one round
 // trip; alone, a call costs one round trip as before.
 type batcher struct {
 	client    redis.UniversalClient

@@ -25,12 +25,12 @@
 // keys on one server, all in one pipeline, and take the common cases
 // with plain commands: a fresh key's claim is a SET NX, and the done mark
 // of a claim its caller knows it holds (Ref.Held) a SET XX GET. Concurrent
-// calls share pipelines, except renewals (ExtendAll), which go alone. MemoryStore keeps them in
-// process memory, for tests and single-process use. Key builds bounded
-// keys that stay in one Cluster slot per message, and BodyKeyID gives an
-// id to a message that has none. The dedupetest package is the
-// conformance suite every Store passes (Run), and every BatchStore
-// (RunBatch).
+// calls share pipelines, except renewals (ExtendAll), which go alone.
+// MemoryStore keeps them in process memory, for tests and single-process
+// use. Key builds bounded keys that stay in one Cluster slot per message,
+// and BodyKeyID gives an id to a message that has none. The dedupetest
+// package is the conformance suite every Store passes (Run), and every
+// BatchStore (RunBatch).
 //
 // The smallest real use:
 //

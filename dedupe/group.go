@@ -92,8 +92,9 @@ func (s *RedisStore) groupsBySlot() bool {
 // pipeline (on Cluster go-redis sends each node its part at once), all
 // within the op timeout. shared is ARGV[1]; owners[i] goes with keys[i].
 // It returns each key's integer reply, or the error of its call. Every
-// batched script call of the store goes through here.
-func (s *RedisStore) runGrouped(ctx context.Context, script *redis.Script, keys []string, shared any, owners []string) ([]int64, []error) {
+// batched script call of the store goes through here, its pipeline run by
+// exec.
+func (s *RedisStore) runGrouped(ctx context.Context, exec execFunc, script *redis.Script, keys []string, shared any, owners []string) ([]int64, []error) {
 	replies := make([]int64, len(keys))
 	errs := make([]error, len(keys))
 	if err := ctx.Err(); err != nil {
@@ -104,13 +105,6 @@ func (s *RedisStore) runGrouped(ctx context.Context, script *redis.Script, keys 
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	exec := s.exec
-	if script == extendAllScript {
-		// Renewals keep leases alive: they do not wait behind the round
-		// trips of other calls, one slow one of which could make them
-		// miss a lease.
-		exec = s.execAlone
-	}
 	g := grouped{script: script, client: s.client, exec: exec, keys: keys, shared: shared, owners: owners, replies: replies, errs: errs, note: s.noteError}
 	bySlot := s.groupsBySlot()
 	refused := g.send(ctx, keyGroups(keys, bySlot))
@@ -139,7 +133,7 @@ func (s *RedisStore) runGrouped(ctx context.Context, script *redis.Script, keys 
 type grouped struct {
 	script  *redis.Script
 	client  redis.UniversalClient
-	exec    func(context.Context, func(redis.Pipeliner)) error // RedisStore.exec
+	exec    execFunc
 	keys    []string
 	shared  any
 	owners  []string

@@ -208,7 +208,7 @@ func (s *RedisStore) ClaimAll(ctx context.Context, reqs []Ref, lease time.Durati
 	if len(rest) == 0 {
 		return res
 	}
-	s.eachGrouped(ctx, claimAllScript, reqs, rest, millis(lease), func(i int, n int64, err error) {
+	s.eachGrouped(ctx, s.exec, claimAllScript, reqs, rest, millis(lease), func(i int, n int64, err error) {
 		key := reqs[i].Key
 		switch {
 		case err != nil:
@@ -270,7 +270,7 @@ func (s *RedisStore) MarkDoneAll(ctx context.Context, reqs []Ref, ttl time.Durat
 		}
 	}
 	s.setDone(ctx, reqs, held, ttl, errs)
-	s.eachGrouped(ctx, markDoneAllScript, reqs, good, millis(ttl), func(i int, n int64, err error) {
+	s.eachGrouped(ctx, s.exec, markDoneAllScript, reqs, good, millis(ttl), func(i int, n int64, err error) {
 		key := reqs[i].Key
 		switch {
 		case err != nil:
@@ -329,7 +329,9 @@ func (s *RedisStore) ExtendAll(ctx context.Context, reqs []Ref, lease time.Durat
 			good = append(good, i)
 		}
 	}
-	s.eachGrouped(ctx, extendAllScript, reqs, good, millis(lease), func(i int, n int64, err error) {
+	// Renewals keep leases alive: they do not wait behind the round trips
+	// of other calls, one slow one of which could make them miss a lease.
+	s.eachGrouped(ctx, s.execAlone, extendAllScript, reqs, good, millis(lease), func(i int, n int64, err error) {
 		key := reqs[i].Key
 		switch {
 		case err != nil:
@@ -346,7 +348,7 @@ func (s *RedisStore) ExtendAll(ctx context.Context, reqs []Ref, lease time.Durat
 // eachGrouped runs script (a many-keys script) for the requests of reqs
 // at idx through runGrouped, and calls answer with each one's position in
 // reqs and its reply or error.
-func (s *RedisStore) eachGrouped(ctx context.Context, script *redis.Script, reqs []Ref, idx []int, shared any, answer func(i int, n int64, err error)) {
+func (s *RedisStore) eachGrouped(ctx context.Context, exec execFunc, script *redis.Script, reqs []Ref, idx []int, shared any, answer func(i int, n int64, err error)) {
 	if len(idx) == 0 {
 		return
 	}
@@ -355,11 +357,15 @@ func (s *RedisStore) eachGrouped(ctx context.Context, script *redis.Script, reqs
 	for k, i := range idx {
 		keys[k], owners[k] = reqs[i].Key, reqs[i].Owner
 	}
-	replies, errs := s.runGrouped(ctx, script, keys, shared, owners)
+	replies, errs := s.runGrouped(ctx, exec, script, keys, shared, owners)
 	for k, i := range idx {
 		answer(i, replies[k], errs[k])
 	}
 }
+
+// execFunc runs the commands queue adds in one pipeline: RedisStore.exec
+// or execAlone.
+type execFunc func(ctx context.Context, queue func(redis.Pipeliner)) error
 
 // exec runs the commands queue adds in one pipeline: one shared with
 // other calls, or one of its own with pipelining off. With an error (ctx

@@ -90,7 +90,7 @@ func (f *finisher) flush(hctx context.Context, batch []finishJob) {
 	reqs := make([]dedupe.Ref, len(batch))
 	for i, fj := range batch {
 		// A claim the worker knows it holds is marked without the
-		// store's owner check: a plain SET on Redis.
+		// store's owner comparison (a SET XX GET on Redis).
 		reqs[i] = dedupe.Ref{Key: fj.j.d.IdempotencyKey, Owner: fj.j.owner, Held: f.claims.keeper.fresh(fj.j.claim)}
 	}
 	errs := f.markAll(hctx, reqs)

@@ -93,8 +93,12 @@ func (k *keeper) fresh(h *heldClaim) bool {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return h.gone == "" && time.Since(h.renewed) < k.lease*2/3
+	return h.gone == "" && k.recent(h.renewed)
 }
+
+// recent reports whether a claim taken or renewed at renewed has at least
+// a third of its lease left.
+func (k *keeper) recent(renewed time.Time) bool { return time.Since(renewed) < k.lease*2/3 }
 
 // confirm makes sure h is still held before its job runs: a renewal found
 // it gone (dedupe.ErrNotOwner), or it was not renewed for two thirds of a
@@ -107,7 +111,7 @@ func (k *keeper) confirm(ctx context.Context, h *heldClaim) error {
 	switch {
 	case gone:
 		return dedupe.ErrNotOwner
-	case time.Since(renewed) < k.lease*2/3:
+	case k.recent(renewed):
 		return nil
 	}
 	start := time.Now()
