@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -287,7 +288,8 @@ func (s *RedisStore) MarkDoneAll(ctx context.Context, reqs []Ref, ttl time.Durat
 // setDone stores the done marks of the requests at idx in one pipeline
 // with SET XX GET, writing each one's error to errs: a key that is gone
 // (lost with the store) is not written and answers ErrNotOwner, as the
-// script would; a key that holds anything else becomes done.
+// script would; a key that holds anything else becomes done, and the
+// value it held says what to answer (see heldMarkError).
 func (s *RedisStore) setDone(ctx context.Context, reqs []Ref, idx []int, ttl time.Duration, errs []error) {
 	if len(idx) == 0 {
 		return
@@ -306,17 +308,38 @@ func (s *RedisStore) setDone(ctx context.Context, reqs []Ref, idx []int, ttl tim
 	for k, i := range idx {
 		e := err
 		if e == nil {
-			e = cmds[k].Err()
-			if errors.Is(e, redis.Nil) {
-				errs[i] = ErrNotOwner
+			old, cerr := cmds[k].Result()
+			if cerr == nil || errors.Is(cerr, redis.Nil) || isWrongType(cerr) {
+				errs[i] = heldMarkError(reqs[i], old, cerr)
 				continue
 			}
+			e = cerr
 			s.noteError(ctx, e)
 		}
-		if e != nil {
-			errs[i] = opError(opMarkDone, reqs[i].Key, e)
-		}
+		errs[i] = opError(opMarkDone, reqs[i].Key, e)
 	}
+}
+
+// heldMarkError is the answer to a held done mark of r that replaced old
+// (cerr nil), found no key (redis.Nil) or found another type (WRONGTYPE).
+func heldMarkError(r Ref, old string, cerr error) error {
+	switch {
+	case errors.Is(cerr, redis.Nil):
+		return ErrNotOwner
+	case cerr != nil:
+		return opError(opMarkDone, r.Key, ErrForeignValue)
+	case old == valueProcessingPrefix+r.Owner || old == valueDone:
+		return nil
+	case strings.HasPrefix(old, valueProcessingPrefix):
+		return opError(opMarkDone, r.Key, ErrMarkedOver)
+	default:
+		return opError(opMarkDone, r.Key, fmt.Errorf("%w; it is overwritten with the done mark", ErrForeignValue))
+	}
+}
+
+func isWrongType(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "WRONGTYPE")
 }
 
 // ExtendAll implements BatchStore: one script call per group of keys (per

@@ -175,32 +175,77 @@ func TestRedisMarkDoneAllHeld(t *testing.T) {
 	s, c := newRedisStore(t)
 	rs := s.Store.(*dedupe.RedisStore)
 	ctx := t.Context()
-	mine, theirs, checked, gone := testKey(t)+"-mine", testKey(t)+"-theirs", testKey(t)+"-checked", testKey(t)+"-gone"
-	for _, k := range []string{mine, theirs, checked} {
+	key := func(name string) string { return testKey(t) + "-" + name }
+	mine, theirs, checked, gone, done, foreign, list := key("mine"), key("theirs"), key("checked"), key("gone"), key("done"),
+		key("foreign"), key("list")
+	for _, k := range []string{mine, theirs, checked, done} {
 		owner := "a"
-		if k != mine {
+		if k == theirs || k == checked {
 			owner = "b"
 		}
 		if st, err := s.Claim(ctx, k, owner, time.Minute); err != nil || st != dedupe.Claimed {
 			t.Fatalf("claim %q: %v, %v", k, st, err)
 		}
 	}
+	if err := s.MarkDone(ctx, done, "a", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, foreign, "not ours", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.LPush(ctx, list, "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.track(foreign)
+	s.track(list)
 	errs := rs.MarkDoneAll(ctx, []dedupe.Ref{
 		{Key: mine, Owner: "a", Held: true},
 		{Key: theirs, Owner: "a", Held: true},
 		{Key: checked, Owner: "a"},
 		{Key: "", Owner: "a", Held: true},
 		{Key: gone, Owner: "a", Held: true},
+		{Key: done, Owner: "a", Held: true},
+		{Key: foreign, Owner: "a", Held: true},
+		{Key: list, Owner: "a", Held: true},
 	}, time.Hour)
-	if errs[0] != nil || errs[1] != nil || !errors.Is(errs[2], dedupe.ErrNotOwner) || errs[3] == nil || errors.Is(errs[3], dedupe.ErrNotOwner) ||
-		!errors.Is(errs[4], dedupe.ErrNotOwner) {
-		t.Fatalf("MarkDoneAll = %v; want nil, nil, ErrNotOwner, an argument error and ErrNotOwner", errs)
+	for i, want := range []struct {
+		is  error // nil: no error
+		not error
+	}{
+		{},
+		{is: dedupe.ErrMarkedOver},
+		{is: dedupe.ErrNotOwner, not: dedupe.ErrMarkedOver},
+		{not: dedupe.ErrNotOwner},
+		{is: dedupe.ErrNotOwner, not: dedupe.ErrMarkedOver},
+		{},
+		{is: dedupe.ErrForeignValue},
+		{is: dedupe.ErrForeignValue},
+	} {
+		err := errs[i]
+		switch {
+		case i == 3 && err == nil:
+			t.Errorf("request %d (an empty key): no error, want an argument error", i)
+		case i != 3 && want.is == nil && err != nil:
+			t.Errorf("request %d: %v, want no error", i, err)
+		case want.is != nil && !errors.Is(err, want.is):
+			t.Errorf("request %d: %v, want %v", i, err, want.is)
+		case want.not != nil && errors.Is(err, want.not):
+			t.Errorf("request %d: %v, want not %v", i, err, want.not)
+		}
+	}
+	if !errors.Is(errs[1], dedupe.ErrNotOwner) {
+		t.Errorf("ErrMarkedOver %v does not wrap ErrNotOwner", errs[1])
 	}
 	wantValue(t, c, mine, "d", time.Hour)
 	wantValue(t, c, theirs, "d", time.Hour)
 	wantValue(t, c, checked, "p:b", time.Minute)
+	wantValue(t, c, done, "d", time.Hour)
+	wantValue(t, c, foreign, "d", time.Hour)
 	if n, err := c.Exists(ctx, gone).Result(); err != nil || n != 0 {
 		t.Fatalf("EXISTS of the gone key = %d, %v; want 0", n, err)
+	}
+	if got, err := c.LRange(ctx, list, 0, -1).Result(); err != nil || len(got) != 1 || got[0] != "x" {
+		t.Fatalf("the list key holds %v, %v; want it unchanged", got, err)
 	}
 }
 

@@ -43,6 +43,13 @@ var ErrNotOwner = errors.New("dedupe: claim is not held by this owner")
 // that no Store wrote: the key space is shared with something else.
 var ErrForeignValue = errors.New("key holds a value not written by this package")
 
+// ErrMarkedOver is wrapped by a Held done mark's error when the key held
+// another owner's claim: the caller had lost its claim before the mark (it
+// expired, or went with the store) and the message may have run twice.
+// The key is marked done all the same, which is true: the caller's run
+// succeeded. It wraps ErrNotOwner.
+var ErrMarkedOver = fmt.Errorf("%w: another owner's claim was there and is marked done", ErrNotOwner)
+
 // Store is the state machine. Every method is one atomic transition and
 // one round trip.
 //
@@ -125,11 +132,15 @@ type Ref struct {
 	// holds the claim: it took or renewed it well within the lease (a
 	// worker's renewals tell it so). A store may then skip comparing the
 	// owner, which costs Redis one SET XX GET instead of a script (about
-	// a third of the work). A key that is gone still answers ErrNotOwner
-	// and is not written; a key that another owner claimed meanwhile (the
-	// claim lost in a failover, the message running again) becomes done,
-	// which says the truth: the message was handled, and that owner's own
-	// mark then finds it done.
+	// a third of the work), and compare the value it replaced afterwards.
+	// A key that is gone still answers ErrNotOwner and is not written. A
+	// key that another owner claimed meanwhile (the claim lost in a
+	// failover, or expired while the mark waited) becomes done, which says
+	// the truth: the message was handled, and that owner's own mark then
+	// finds it done; the call answers ErrMarkedOver, since the message may
+	// have run twice. A value no Store wrote is overwritten and answers
+	// ErrForeignValue; a key of another type is left as it is and answers
+	// ErrForeignValue.
 	Held bool
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -146,6 +147,7 @@ func (c *fakeCopies) queues() []string {
 type flakyStore struct {
 	*dedupe.MemoryStore
 	markFails atomic.Int32 // MarkDoneAll calls still to fail
+	markOver  atomic.Bool  // MarkDoneAll stores the marks and answers ErrMarkedOver
 	marks     atomic.Int32 // MarkDoneAll calls made
 	releases  atomic.Int32
 	extends   atomic.Int32 // ExtendAll calls made
@@ -193,7 +195,13 @@ func (s *flakyStore) MarkDoneAll(ctx context.Context, reqs []dedupe.Ref, ttl tim
 		}
 		return errs
 	}
-	return s.MemoryStore.MarkDoneAll(ctx, reqs, ttl)
+	errs := s.MemoryStore.MarkDoneAll(ctx, reqs, ttl)
+	if s.markOver.Load() {
+		for i := range errs {
+			errs[i] = dedupe.ErrMarkedOver
+		}
+	}
+	return errs
 }
 
 func (s *flakyStore) Release(ctx context.Context, key, owner string) error {
@@ -228,6 +236,7 @@ type rigOptions struct {
 	tp          trace.TracerProvider // nil means tracing off
 	ordered     bool                 // retries in place, as an ordered route's partition
 	pause       Pause
+	log         *zap.Logger // nil means the test's own
 }
 
 func newRig(t *testing.T, o rigOptions) *rig {
@@ -253,7 +262,10 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		route.Order = Order{Partitions: 1}
 	}
 	r := &rig{t: t, src: newFakeSource(64), acks: newFakeAcks(), copies: o.copies, route: route, health: &health{}}
-	log := zaptest.NewLogger(t)
+	log := o.log
+	if log == nil {
+		log = zaptest.NewLogger(t)
+	}
 	m := newMetrics()
 	if err := m.register(prometheus.NewRegistry()); err != nil {
 		t.Fatal(err)

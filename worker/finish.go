@@ -96,6 +96,8 @@ func (f *finisher) flush(hctx context.Context, batch []finishJob) {
 	errs := f.markAll(hctx, reqs)
 	for i, fj := range batch {
 		switch err := errs[i]; {
+		case errors.Is(err, dedupe.ErrMarkedOver):
+			f.log.Warn("done mark stored over another owner's claim: "+f.claims.lostReason(fj.j), zap.String("key", reqs[i].Key))
 		case errors.Is(err, dedupe.ErrNotOwner):
 			f.log.Warn("done mark not stored: "+f.claims.lostReason(fj.j), zap.String("key", reqs[i].Key))
 		case err != nil:

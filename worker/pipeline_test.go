@@ -9,6 +9,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/dedupe"
@@ -169,6 +171,24 @@ func TestPipelineMarksHeldClaimsAsHeld(t *testing.T) {
 	}
 	if st, _ := r.store.Claim(context.Background(), r.key("m1"), "other", time.Minute); st != dedupe.Done {
 		t.Errorf("the message is %v, want done", st)
+	}
+}
+
+// A held done mark that replaced another owner's claim is reported: the
+// message may have run twice.
+func TestPipelineWarnsOfAMarkOverAnotherClaim(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	r := newRig(t, rigOptions{handler: failing(nil), dedupe: true, log: zap.New(core)})
+	r.store.markOver.Store(true)
+	r.start()
+	r.deliver("m1", nil)
+	r.acks.waitSettled(t, 1)
+	r.close()
+	if n := logs.FilterMessageSnippet("done mark stored over another owner's claim: ").Len(); n != 1 {
+		t.Errorf("%d warnings of a mark over another claim, want 1; logs %v", n, logs.All())
+	}
+	if n := logs.FilterMessageSnippet("done mark not stored").Len(); n != 0 {
+		t.Errorf("%d warnings that the mark was not stored, want none", n)
 	}
 }
 

@@ -118,7 +118,7 @@ func (pl *procLog) add(l *logLine, raw []byte) {
 		pl.running = true
 	case l.Msg == "handler panicked":
 		pl.panics++
-	case strings.HasPrefix(l.Msg, "done mark not stored"):
+	case strings.HasPrefix(l.Msg, "done mark not stored"), strings.HasPrefix(l.Msg, "done mark stored over another owner's claim"):
 		pl.doneLost[l.Key] = l.Time
 	case strings.HasPrefix(l.Msg, "dedupe claim expired before the handler finished"):
 		pl.claimLost[l.Key] = true
