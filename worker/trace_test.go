@@ -181,7 +181,11 @@ func benchPath(b *testing.B, tp trace.TracerProvider, headers map[string]any) {
 	p := newPipeline(pipelineConfig{route: route, handler: noop, src: newFakeSource(1), copies: &fakeCopies{},
 		ttl: time.Hour, prefix: "test", host: "host", health: &health{}, log: zap.NewNop(),
 		metrics: m.forQueue("q"), tracer: newProcessTracer(tp, "q")})
-	ctx := context.Background()
+	// The handlers' context and the route's deadlines, as start sets them.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p.exec.deadlines = newDeadlines(ctx)
+	defer p.exec.deadlines.close()
 	body := []byte(`{"id":"o-1"}`)
 	b.ReportAllocs()
 	b.ResetTimer()
