@@ -178,6 +178,13 @@ func (s *session) settle(tag uint64, kind settleKind) error {
 // afterLocked arms the timer for acks still waiting, and closes a retired
 // channel once everything on it is settled.
 func (s *session) afterLocked() {
+	// Nacks and single acks already on the wire need no frame: base
+	// passes them now, or a retired channel whose last settlements were
+	// nacks would never count as settled (no ack waits to move base).
+	for s.pending[s.base+1] == settleSent {
+		delete(s.pending, s.base+1)
+		s.base++
+	}
 	switch {
 	case s.unsent > 0 && !s.armed:
 		s.timer.Reset(ackDelay)

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -185,6 +186,74 @@ func TestSettlerAfterSubscriptionEnded(t *testing.T) {
 		t.Fatalf("the channel closed %s after the last ack, want settleGrace (%s)", took, settleGrace)
 	}
 	t.Logf("%d ack frames; closed %s after finish", w.acks, took.Round(time.Millisecond))
+}
+
+// A retired session whose last settlements are nacks, after its acks went
+// out, closes its channel: nothing is left to settle, though no ack waits
+// to move base past the nacks. (A pause requeues the deliveries the pump
+// still held this way; without the close each pause left a channel open.)
+func TestRetiredSessionClosesAfterTrailingNacks(t *testing.T) {
+	for _, retireFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("retire first %v", retireFirst), func(t *testing.T) {
+			w := newFakeWire(t)
+			s := newSession(nil, w, zaptest.NewLogger(t), 16)
+			done := make(chan struct{})
+			go func() { defer close(done); s.run(nil) }()
+			s.delivered.Store(5)
+			for tag := uint64(1); tag <= 3; tag++ {
+				w.finish(tag, settleAck)
+				if err := s.settle(tag, settleAck); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s.endSubscription()
+			if retireFirst {
+				close(s.retire)
+			}
+			// The timer sends the acks first.
+			waitUntil(t, "the acks of 1 to 3 are sent", func() bool {
+				w.mu.Lock()
+				defer w.mu.Unlock()
+				return w.settled[3]
+			})
+			for tag := uint64(4); tag <= 5; tag++ {
+				w.finish(tag, settleRequeue)
+				if err := s.settle(tag, settleRequeue); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !retireFirst {
+				close(s.retire)
+			}
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				s.mu.Lock()
+				base := s.base
+				s.mu.Unlock()
+				close(s.finish)
+				<-done
+				t.Fatalf("the retired session did not close with everything settled (base %d, delivered 5)", base)
+			}
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			if !w.closed {
+				t.Fatal("the channel is not closed")
+			}
+		})
+	}
+}
+
+// waitUntil waits, with a generous deadline, for cond.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // TestSettlerCoalesces shows that in-order completions become far fewer
