@@ -411,7 +411,14 @@ func TestSentinelManualFailover(t *testing.T) {
 func TestSentinelKilledMaster(t *testing.T) {
 	url := sentinelURL(t)
 	s := sentinelClient(t, url)
-	failoverRun(t, url, fault{name: "sentinel-kill", outage: true, run: func(t *testing.T) {
+	// No readiness flip is required: the sentinels promote a replica
+	// within about 2s here, and a failover that quick can pass within
+	// go-redis's own retries, so that the worker sees no failed call and
+	// rightly stays ready (seen in CI: a 1.9s failover, no flip, nothing
+	// logged by the worker but go-redis's dial retries). The killed
+	// Cluster master, down for the node timeout and more, still must
+	// flip it.
+	failoverRun(t, url, fault{name: "sentinel-kill", run: func(t *testing.T) {
 		old := sentinelMaster(t, s)
 		kill(t, old)
 		t.Logf("sentinel: %s promoted in place of %s", waitNewMaster(t, s, old), old)
