@@ -2,7 +2,6 @@ package dedupe
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 
@@ -164,14 +163,9 @@ func sendBatch(ctx context.Context, client redis.UniversalClient, timeout time.D
 			continue
 		}
 		c.n, c.err = cmds[i].Int64()
-		if c.err != nil && isNoScript(c.err) {
+		if c.err != nil && serverError(c.err, "NOSCRIPT") {
 			// The server lost its script cache: this call loads it.
 			c.n, c.err = c.script.Run(ctx, client, []string{c.key}, c.args...).Int64()
 		}
 	}
-}
-
-func isNoScript(err error) bool {
-	var re redis.Error
-	return errors.As(err, &re) && len(re.Error()) >= 8 && re.Error()[:8] == "NOSCRIPT"
 }

@@ -164,7 +164,7 @@ func (g *grouped) send(ctx context.Context, groups [][]int) (crossSlot []int) {
 	}
 	for n, gr := range groups {
 		cmd := cmds[n]
-		if isNoScript(cmd.Err()) {
+		if serverError(cmd.Err(), "NOSCRIPT") {
 			// The node lost its script cache (a restart, a promoted
 			// replica): this call loads it.
 			keys, args := g.args(gr)
@@ -174,7 +174,7 @@ func (g *grouped) send(ctx context.Context, groups [][]int) (crossSlot []int) {
 		if err == nil && len(vals) != len(gr) {
 			err = fmt.Errorf("unexpected script reply: %d values for %d keys", len(vals), len(gr))
 		}
-		if isCrossSlot(err) {
+		if serverError(err, "CROSSSLOT") {
 			crossSlot = append(crossSlot, gr...)
 			continue
 		}
@@ -202,9 +202,9 @@ func (g *grouped) args(gr []int) ([]string, []any) {
 	return keys, args
 }
 
-// isCrossSlot reports whether the server refused a call because its keys
-// live in different hash slots.
-func isCrossSlot(err error) bool {
+// serverError reports whether err is the server's error reply with code
+// (its first word: CROSSSLOT, NOSCRIPT, WRONGTYPE, ...).
+func serverError(err error, code string) bool {
 	var re redis.Error
-	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "CROSSSLOT")
+	return errors.As(err, &re) && strings.HasPrefix(re.Error(), code)
 }

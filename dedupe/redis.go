@@ -309,7 +309,7 @@ func (s *RedisStore) setDone(ctx context.Context, reqs []Ref, idx []int, ttl tim
 		e := err
 		if e == nil {
 			old, cerr := cmds[k].Result()
-			if cerr == nil || errors.Is(cerr, redis.Nil) || isWrongType(cerr) {
+			if cerr == nil || errors.Is(cerr, redis.Nil) || serverError(cerr, "WRONGTYPE") {
 				errs[i] = heldMarkError(reqs[i], old, cerr)
 				continue
 			}
@@ -335,11 +335,6 @@ func heldMarkError(r Ref, old string, cerr error) error {
 	default:
 		return opError(opMarkDone, r.Key, fmt.Errorf("%w; it is overwritten with the done mark", ErrForeignValue))
 	}
-}
-
-func isWrongType(err error) bool {
-	var re redis.Error
-	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "WRONGTYPE")
 }
 
 // ExtendAll implements BatchStore: one script call per group of keys (per
