@@ -261,6 +261,11 @@ func (cn *Consumer) pump(s *session, deliveries <-chan amqp.Delivery, prefetch i
 		case <-wake:
 		case d, ok := <-deliveries:
 			if !ok {
+				// The broker cancelled the subscription or the channel
+				// closed. If Stop comes now, run returns without retiring
+				// the session: it must know that the subscription is over,
+				// or Close would close the channel without settleGrace.
+				s.endSubscription()
 				return delivered, false
 			}
 			delivered = true

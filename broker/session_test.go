@@ -476,3 +476,46 @@ func TestAckNowDoesNotWait(t *testing.T) {
 		t.Fatalf("after AckNow(2) the finished prefix 1..3 should be acked: settled %v", w.settled)
 	}
 }
+
+// TestServerCancelEndsTheSubscription: when the broker ends the
+// subscription and Stop comes before the consumer retires the session,
+// the session still knows that its subscription is over, so that the
+// acks of what was handed out go out as few frames and Close keeps the
+// channel open for settleGrace after them (quorum queues drop what their
+// broker-side client still holds when the channel closes).
+func TestServerCancelEndsTheSubscription(t *testing.T) {
+	w := newFakeWire(t)
+	s := newSession(nil, w, zaptest.NewLogger(t), 16)
+	done := make(chan struct{})
+	go func() { defer close(done); s.run(nil) }()
+	cn := &Consumer{cfg: ConsumerConfig{Queue: "q", Prefetch: 4}, log: zaptest.NewLogger(t),
+		out: make(chan *Delivery, 4), stop: make(chan struct{}), done: make(chan struct{})}
+	cn.sub.prefetch, cn.sub.changed = 4, make(chan struct{})
+
+	deliveries := make(chan amqp.Delivery, 1)
+	deliveries <- amqp.Delivery{DeliveryTag: 1}
+	close(deliveries) // the broker's basic.cancel
+	if delivered, changed := cn.pump(s, deliveries, 4); !delivered || changed {
+		t.Fatalf("pump returned delivered %v, changed %v; want true, false", delivered, changed)
+	}
+	// Stop came meanwhile: the consumer does not retire the session. The
+	// handler finishes its delivery, then the consumer closes.
+	d := <-cn.out
+	w.finish(1, settleAck)
+	if err := d.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	close(s.finish)
+	<-done
+	s.mu.Lock()
+	ended, lastSent := s.ended, s.lastSent
+	s.mu.Unlock()
+	if !ended || lastSent.IsZero() {
+		t.Fatalf("after the broker ended the subscription: ended %v, last settlement recorded %v; want both, so that the channel stays open for settleGrace", ended, !lastSent.IsZero())
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.settled[1] || !w.closed {
+		t.Fatalf("settled %v, channel closed %v; want both", w.settled[1], w.closed)
+	}
+}
