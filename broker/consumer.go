@@ -269,17 +269,34 @@ func (cn *Consumer) pump(s *session, deliveries <-chan amqp.Delivery, prefetch i
 				return delivered, false
 			}
 			delivered = true
-			del := cn.wrap(s, &d)
-			select {
-			case cn.out <- del:
-			case <-cn.stop:
-				_ = del.Nack(true)
+			if !cn.handOut(cn.wrap(s, &d), prefetch, wake) && cn.stopped() {
 				cn.cancel(s, deliveries)
 				return delivered, false
-			case <-wake:
-				_ = del.Nack(true)
 			}
 		}
+	}
+}
+
+// handOut passes del to the reader. It returns false, del requeued, when
+// Stop comes first or the subscription is to change (a pause, another
+// prefetch); a change undone meanwhile (a pause then a resume, as the
+// outage breaker's probes do) keeps del.
+func (cn *Consumer) handOut(del *Delivery, prefetch int, wake <-chan struct{}) bool {
+	for {
+		select {
+		case cn.out <- del:
+			return true
+		case <-cn.stop:
+		case <-wake:
+			var paused bool
+			var want int
+			paused, want, wake = cn.sub.get()
+			if !paused && want == prefetch {
+				continue
+			}
+		}
+		_ = del.Nack(true)
+		return false
 	}
 }
 

@@ -519,3 +519,40 @@ func TestServerCancelEndsTheSubscription(t *testing.T) {
 		t.Fatalf("settled %v, channel closed %v; want both", w.settled[1], w.closed)
 	}
 }
+
+// TestHandOutSurvivesAPauseUndone: a pause followed by a resume with the
+// same prefetch while a delivery waits to be handed out leaves the
+// subscription as it was; the delivery is handed out, not requeued.
+func TestHandOutSurvivesAPauseUndone(t *testing.T) {
+	w := newFakeWire(t)
+	s := newSession(nil, w, zaptest.NewLogger(t), 16)
+	done := make(chan struct{})
+	go func() { defer close(done); s.run(nil) }()
+	defer func() { close(s.finish); <-done }()
+	cn := &Consumer{cfg: ConsumerConfig{Queue: "q", Prefetch: 4}, log: zaptest.NewLogger(t),
+		out: make(chan *Delivery), stop: make(chan struct{}), done: make(chan struct{})}
+	cn.sub.prefetch, cn.sub.changed = 4, make(chan struct{})
+
+	deliveries := make(chan amqp.Delivery, 1)
+	deliveries <- amqp.Delivery{DeliveryTag: 1}
+	pumped := make(chan struct{})
+	go func() { defer close(pumped); cn.pump(s, deliveries, 4) }()
+	waitUntil(t, "the delivery is taken from the broker's stream", func() bool { return s.delivered.Load() == 1 })
+	cn.Pause()
+	cn.Resume(4)
+	select {
+	case d := <-cn.out:
+		if d.DeliveryTag != 1 {
+			t.Fatalf("handed out tag %d, want 1", d.DeliveryTag)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the delivery was not handed out after the pause was undone")
+	}
+	close(deliveries)
+	<-pumped
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.settled[1] {
+		t.Fatal("the delivery was settled (requeued) although it was handed out")
+	}
+}
