@@ -2,6 +2,7 @@ package broker
 
 import (
 	"net"
+	"os"
 	"sync"
 	"time"
 )
@@ -33,6 +34,7 @@ type coalescingConn struct {
 	spare   []byte
 	err     error
 	closing bool
+	wdl     time.Time // the callers' write deadline (SetWriteDeadline)
 
 	wake chan struct{} // cap 1: something is queued, or Close
 	done chan struct{} // the writer goroutine has returned
@@ -59,6 +61,9 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	case c.closing:
 		c.mu.Unlock()
 		return 0, net.ErrClosed
+	case !c.wdl.IsZero() && !time.Now().Before(c.wdl):
+		c.mu.Unlock()
+		return 0, os.ErrDeadlineExceeded
 	}
 	c.queued = append(c.queued, p...)
 	c.mu.Unlock()
@@ -67,6 +72,33 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	default:
 	}
 	return len(p), nil
+}
+
+// SetWriteDeadline bounds the callers' writes: from t on, Write fails
+// with os.ErrDeadlineExceeded, as on a plain connection. What was queued
+// before still goes out, since on a plain connection it would have been
+// written already: tls.Conn.Close queues its close_notify alert, then sets
+// a deadline of now so that later writes fail, and applied to the socket
+// that deadline would fail the alert's write. A deadline still ahead (or
+// none) also applies to the socket, so that a peer that stops reading
+// cannot block a writer waiting for room for ever.
+func (c *coalescingConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.wdl = t
+	c.mu.Unlock()
+	if t.IsZero() || time.Now().Before(t) {
+		return c.Conn.SetWriteDeadline(t)
+	}
+	return nil
+}
+
+// SetDeadline sets the read deadline of the socket and the write deadline
+// as SetWriteDeadline does.
+func (c *coalescingConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
 }
 
 // run writes what is queued until Close, then what is left.
@@ -98,7 +130,8 @@ func (c *coalescingConn) run() {
 }
 
 // Close sends what is queued (for at most closeFlushTimeout) and closes
-// the connection.
+// the connection. After a failed write the connection is closed already,
+// and Close returns nil: the failure was Write's to report.
 func (c *coalescingConn) Close() error {
 	c.mu.Lock()
 	if c.closing {
@@ -109,11 +142,17 @@ func (c *coalescingConn) Close() error {
 	c.closing = true
 	c.room.Broadcast()
 	c.mu.Unlock()
-	_ = c.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
 	select {
 	case c.wake <- struct{}{}:
 	default:
 	}
 	<-c.done
+	c.mu.Lock()
+	failed := c.err != nil
+	c.mu.Unlock()
+	if failed {
+		return nil
+	}
 	return c.Conn.Close()
 }

@@ -2,12 +2,18 @@ package broker
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/warrenmq/warren/internal/testenv"
 )
 
 // loopback returns both ends of a TCP connection on localhost.
@@ -147,5 +153,70 @@ func TestCoalescingConnFailsAfterAFailedWrite(t *testing.T) {
 	}
 	if _, err := c.Write([]byte("late")); err == nil {
 		t.Fatal("a write after Close succeeded")
+	}
+}
+
+// A write deadline applies to the writes after it: what was queued
+// before still goes out (tls.Conn.Close queues its close_notify alert,
+// then sets a deadline of now), later writes fail, and Close returns nil.
+func TestCoalescingConnDeadlineSparesQueuedBytes(t *testing.T) {
+	client, server := net.Pipe() // a write blocks until the peer reads
+	defer server.Close()
+	c := newCoalescingConn(client)
+	if _, err := c.Write([]byte("queued")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetWriteDeadline(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("late")); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a write after the deadline: %v, want os.ErrDeadlineExceeded", err)
+	}
+	_ = server.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got := make([]byte, len("queued"))
+	if _, err := io.ReadFull(server, got); err != nil || string(got) != "queued" {
+		t.Fatalf("the peer read %q, %v; want the bytes queued before the deadline", got, err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if n, err := server.Read(got); err != io.EOF {
+		t.Fatalf("after Close the peer read %d bytes, %v; want io.EOF", n, err)
+	}
+}
+
+// Over TLS, Close sends the close_notify alert: the peer sees a clean
+// end of stream, not a truncated one.
+func TestCoalescingConnTLSCloseNotify(t *testing.T) {
+	certs := testenv.NewCerts(t)
+	cert, err := tls.LoadX509KeyPair(certs.ServerCert, certs.ServerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, err := os.ReadFile(certs.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	for round := 0; round < 20; round++ {
+		rawClient, rawServer := loopback(t)
+		server := tls.Server(rawServer, &tls.Config{Certificates: []tls.Certificate{cert}})
+		read := make(chan error, 1)
+		go func() {
+			_ = server.SetReadDeadline(time.Now().Add(20 * time.Second))
+			_, err := io.Copy(io.Discard, server) // nil on close_notify
+			read <- err
+		}()
+		client := tls.Client(newCoalescingConn(rawClient), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+		if _, err := client.Write([]byte("frame")); err != nil {
+			t.Fatal(err)
+		}
+		if err := client.Close(); err != nil {
+			t.Fatalf("round %d: Close: %v", round, err)
+		}
+		if err := <-read; err != nil {
+			t.Fatalf("round %d: the peer's read ended with %v, want a clean close_notify", round, err)
+		}
 	}
 }
