@@ -478,11 +478,12 @@ func TestAckNowDoesNotWait(t *testing.T) {
 }
 
 // TestServerCancelEndsTheSubscription: when the broker ends the
-// subscription and Stop comes before the consumer retires the session,
-// the session still knows that its subscription is over, so that the
-// acks of what was handed out go out as few frames and Close keeps the
-// channel open for settleGrace after them (quorum queues drop what their
-// broker-side client still holds when the channel closes).
+// subscription, the pump marks the session's subscription ended before
+// it returns, so that if Stop comes before the consumer retires the
+// session, Close still keeps the channel open for settleGrace after the
+// last acks (quorum queues drop what their broker-side client still
+// holds when the channel closes). The test checks the marks that Close's
+// wait depends on: the subscription ended, and the last ack's time.
 func TestServerCancelEndsTheSubscription(t *testing.T) {
 	w := newFakeWire(t)
 	s := newSession(nil, w, zaptest.NewLogger(t), 16)
@@ -538,8 +539,13 @@ func TestHandOutSurvivesAPauseUndone(t *testing.T) {
 	pumped := make(chan struct{})
 	go func() { defer close(pumped); cn.pump(s, deliveries, 4) }()
 	waitUntil(t, "the delivery is taken from the broker's stream", func() bool { return s.delivered.Load() == 1 })
-	cn.Pause()
-	cn.Resume(4)
+	// A pause and a resume in one step, as the pump sees them when both
+	// come before it looks (it cannot see the pause alone, which would
+	// requeue the delivery as it should).
+	cn.sub.mu.Lock()
+	close(cn.sub.changed)
+	cn.sub.changed = make(chan struct{})
+	cn.sub.mu.Unlock()
 	select {
 	case d := <-cn.out:
 		if d.DeliveryTag != 1 {

@@ -34,6 +34,8 @@ type coalescingConn struct {
 	spare   []byte
 	err     error
 	closing bool
+	// lateErr: err came from Close's own flush, which no Write reports.
+	lateErr bool
 	wdl     time.Time // the callers' write deadline (SetWriteDeadline)
 
 	wake chan struct{} // cap 1: something is queued, or Close
@@ -50,7 +52,7 @@ func newCoalescingConn(c net.Conn) *coalescingConn {
 // Write queues p.
 func (c *coalescingConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	for c.err == nil && !c.closing && len(c.queued) >= maxQueuedWrite {
+	for c.err == nil && !c.closing && len(c.queued) >= maxQueuedWrite && !c.pastDeadlineLocked() {
 		c.room.Wait()
 	}
 	switch {
@@ -61,7 +63,7 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	case c.closing:
 		c.mu.Unlock()
 		return 0, net.ErrClosed
-	case !c.wdl.IsZero() && !time.Now().Before(c.wdl):
+	case c.pastDeadlineLocked():
 		c.mu.Unlock()
 		return 0, os.ErrDeadlineExceeded
 	}
@@ -82,14 +84,26 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 // that deadline would fail the alert's write. A deadline still ahead (or
 // none) also applies to the socket, so that a peer that stops reading
 // cannot block a writer waiting for room for ever.
+// A deadline that has passed fails the writes waiting for room at once.
+// Once Close has begun, its own bound on the socket stays.
 func (c *coalescingConn) SetWriteDeadline(t time.Time) error {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.wdl = t
-	c.mu.Unlock()
-	if t.IsZero() || time.Now().Before(t) {
+	switch {
+	case c.closing:
+		return nil
+	case t.IsZero() || time.Now().Before(t):
 		return c.Conn.SetWriteDeadline(t)
 	}
+	c.room.Broadcast()
 	return nil
+}
+
+// pastDeadlineLocked reports whether the callers' write deadline has
+// passed.
+func (c *coalescingConn) pastDeadlineLocked() bool {
+	return !c.wdl.IsZero() && !time.Now().Before(c.wdl)
 }
 
 // SetDeadline sets the read deadline of the socket and the write deadline
@@ -116,7 +130,7 @@ func (c *coalescingConn) run() {
 				c.spare = buf[:0]
 			}
 			if err != nil {
-				c.err = err
+				c.err, c.lateErr = err, c.closing
 				_ = c.Conn.Close() // the reader sees the loss too
 			}
 			c.room.Broadcast()
@@ -130,8 +144,9 @@ func (c *coalescingConn) run() {
 }
 
 // Close sends what is queued (for at most closeFlushTimeout) and closes
-// the connection. After a failed write the connection is closed already,
-// and Close returns nil: the failure was Write's to report.
+// the connection. After a failed write the connection is closed already:
+// Close returns the failure if it came in its own flush, and nil if it
+// came before (the connection was lost then, and its reader saw it).
 func (c *coalescingConn) Close() error {
 	c.mu.Lock()
 	if c.closing {
@@ -149,10 +164,13 @@ func (c *coalescingConn) Close() error {
 	}
 	<-c.done
 	c.mu.Lock()
-	failed := c.err != nil
+	err, late := c.err, c.lateErr
 	c.mu.Unlock()
-	if failed {
-		return nil
+	switch {
+	case err == nil:
+		return c.Conn.Close()
+	case late:
+		return err
 	}
-	return c.Conn.Close()
+	return nil
 }

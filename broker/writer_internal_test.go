@@ -186,7 +186,9 @@ func TestCoalescingConnDeadlineSparesQueuedBytes(t *testing.T) {
 }
 
 // Over TLS, Close sends the close_notify alert: the peer sees a clean
-// end of stream, not a truncated one.
+// end of stream, not a truncated one. A check of the whole path; the
+// deterministic test of the deadline that could drop the alert is
+// TestCoalescingConnDeadlineSparesQueuedBytes.
 func TestCoalescingConnTLSCloseNotify(t *testing.T) {
 	certs := testenv.NewCerts(t)
 	cert, err := tls.LoadX509KeyPair(certs.ServerCert, certs.ServerKey)
@@ -218,5 +220,43 @@ func TestCoalescingConnTLSCloseNotify(t *testing.T) {
 		if err := <-read; err != nil {
 			t.Fatalf("round %d: the peer's read ended with %v, want a clean close_notify", round, err)
 		}
+	}
+}
+
+// A deadline that passes fails a Write waiting for room in a full queue
+// (the peer does not read), and Close reports that its own flush failed.
+func TestCoalescingConnDeadlineFailsAWaitingWrite(t *testing.T) {
+	client, server := net.Pipe() // nobody reads server
+	defer server.Close()
+	c := newCoalescingConn(client)
+	big := make([]byte, maxQueuedWrite)
+	// One on the wire (room is signalled only once a write is done), one
+	// queued.
+	if _, err := c.Write(big); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the writer takes the first write", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.queued) == 0
+	})
+	if _, err := c.Write(big); err != nil {
+		t.Fatal(err)
+	}
+	waiting := make(chan error, 1)
+	go func() { _, err := c.Write(big); waiting <- err }()
+	if err := c.SetWriteDeadline(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-waiting:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("the waiting write returned %v, want os.ErrDeadlineExceeded", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a write waiting for room outlived its deadline")
+	}
+	if err := c.Close(); err == nil {
+		t.Fatal("Close returned nil although the queued bytes could not go out")
 	}
 }
