@@ -109,7 +109,7 @@ func (c *coalescingConn) pastDeadlineLocked() bool {
 // SetDeadline sets the read deadline of the socket and the write deadline
 // as SetWriteDeadline does.
 func (c *coalescingConn) SetDeadline(t time.Time) error {
-	if err := c.Conn.SetReadDeadline(t); err != nil {
+	if err := c.SetReadDeadline(t); err != nil {
 		return err
 	}
 	return c.SetWriteDeadline(t)
