@@ -83,9 +83,9 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 // a deadline of now so that later writes fail, and applied to the socket
 // that deadline would fail the alert's write. A deadline still ahead (or
 // none) also applies to the socket, so that a peer that stops reading
-// cannot block a writer waiting for room for ever.
-// A deadline that has passed fails the writes waiting for room at once.
-// Once Close has begun, its own bound on the socket stays.
+// cannot block the writer goroutine for ever; one that has passed fails
+// the writes waiting for room at once. Once Close has begun, its own
+// bound on the socket stays.
 func (c *coalescingConn) SetWriteDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
