@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -15,6 +16,12 @@ import (
 // replayBatch is how many copies a replay publishes before it waits for
 // their confirms.
 const replayBatch = 128
+
+// replayBatchTimeout bounds a batch of copies once it is on the wire: it
+// runs to its confirms and acks even after the replay's context ends, so
+// that an interrupt does not leave copies confirmed and their letters
+// still in the DLQ (replayed twice by the next replay).
+const replayBatchTimeout = 30 * time.Second
 
 // ReplayOptions say what Replay moves and where.
 type ReplayOptions struct {
@@ -51,12 +58,23 @@ type ReplayResult struct {
 	Seen     int // letters read
 	Replayed int // letters replayed (or that would be, in a dry run)
 	Skipped  int // letters read that Match did not select
+	// Refused counts letters whose copy the broker refused (unroutable,
+	// nacked, too large): they stay in the DLQ and the replay goes on.
+	Refused int
+	// NotRemoved counts letters whose copy was confirmed but that could
+	// not be acked (the channel was lost): they are replayed and also
+	// back in the DLQ, so that replaying them again runs them twice.
+	NotRemoved int
 }
 
 // Replay moves dead letters back: each selected letter's copy (same body,
 // properties and message id, without FailureHeaders) is published with a
 // confirm, and only then is the letter acked. Letters it does not select
-// stay where they were; on an error, every letter not yet acked stays.
+// stay where they were. A letter whose copy the broker refuses stays too,
+// and the replay goes on; it then ends with an error naming the first
+// such letter. Any other failure stops the replay once the letters of the
+// batch on the wire whose copies were confirmed are acked; every letter
+// not acked stays. The result counts each kind (see ReplayResult).
 func Replay(ctx context.Context, conn *broker.Conn, pub *broker.Publisher, o ReplayOptions) (ReplayResult, error) {
 	dlq := Name(o.Queue)
 	res := ReplayResult{DLQ: dlq}
@@ -67,6 +85,7 @@ func Replay(ctx context.Context, conn *broker.Conn, pub *broker.Publisher, o Rep
 	defer b.Close()
 	res.Total = b.Total()
 	var batch []*Letter
+	var refused error // the first refusal
 	for o.Limit == 0 || res.Replayed+len(batch) < o.Limit {
 		d, ok, err := b.Next(ctx)
 		if err != nil {
@@ -82,21 +101,26 @@ func Replay(ctx context.Context, conn *broker.Conn, pub *broker.Publisher, o Rep
 			continue
 		}
 		if batch = append(batch, l); len(batch) == replayBatch {
-			if err := o.flush(ctx, b, pub, batch, &res); err != nil {
+			if err := o.flush(ctx, b, pub, batch, &res, &refused); err != nil {
 				return res, err
 			}
 			batch = batch[:0]
 		}
 	}
-	if err := o.flush(ctx, b, pub, batch, &res); err != nil {
+	if err := o.flush(ctx, b, pub, batch, &res, &refused); err != nil {
 		return res, err
+	}
+	if refused != nil {
+		return res, fmt.Errorf("%d of the letters selected could not be replayed and stay in %s; the first: %w", res.Refused, dlq, refused)
 	}
 	return res, nil
 }
 
 // flush publishes a batch of copies, then acks each letter whose copy was
-// confirmed, in order, stopping at the first failure.
-func (o ReplayOptions) flush(ctx context.Context, b *broker.Browser, pub *broker.Publisher, batch []*Letter, res *ReplayResult) error {
+// confirmed. A letter whose copy was refused is counted, the first
+// refusal kept in refused; any other failure is returned once the batch
+// is through.
+func (o ReplayOptions) flush(ctx context.Context, b *broker.Browser, pub *broker.Publisher, batch []*Letter, res *ReplayResult, refused *error) error {
 	if len(batch) == 0 {
 		return nil
 	}
@@ -107,15 +131,32 @@ func (o ReplayOptions) flush(ctx context.Context, b *broker.Browser, pub *broker
 	}
 	var errs []error
 	if !o.DryRun {
-		errs = o.publish(ctx, pub, batch, out, res.DLQ)
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), replayBatchTimeout)
+		errs = o.publish(pctx, pub, batch, out, res.DLQ)
+		cancel()
 	}
+	var stop error
 	for i, l := range batch {
 		if errs != nil && errs[i] != nil {
-			return fmt.Errorf("replaying %s (it stays in %s): %w", l.MessageID, res.DLQ, errs[i])
+			err := fmt.Errorf("replaying %s (it stays in %s): %w", l.MessageID, res.DLQ, errs[i])
+			switch {
+			case isRefusal(errs[i]):
+				res.Refused++
+				if *refused == nil {
+					*refused = err
+				}
+			case stop == nil:
+				stop = err
+			}
+			continue
 		}
 		if !o.DryRun {
 			if err := b.Ack(l.Delivery); err != nil {
-				return fmt.Errorf("removing %s from %s after its replay: %w", l.MessageID, res.DLQ, err)
+				res.NotRemoved++
+				if stop == nil {
+					stop = fmt.Errorf("removing %s from %s after its replay (its copy is published; it is back in %s and a replay would run it twice): %w", l.MessageID, res.DLQ, res.DLQ, err)
+				}
+				continue
 			}
 		}
 		res.Replayed++
@@ -126,7 +167,18 @@ func (o ReplayOptions) flush(ctx context.Context, b *broker.Browser, pub *broker
 	if o.Progress != nil {
 		o.Progress(*res)
 	}
-	return nil
+	return stop
+}
+
+// isRefusal reports whether a copy's publish failed because the broker
+// refused that message, which another try would not change, rather than
+// for the connection or the replay's end.
+func isRefusal(err error) bool {
+	var (
+		ue *broker.UnroutableError
+		tl *broker.MessageTooLargeError
+	)
+	return errors.As(err, &ue) || errors.As(err, &tl) || errors.Is(err, broker.ErrNacked)
 }
 
 // publish publishes a batch of copies, under a replay span with tracing

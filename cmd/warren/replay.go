@@ -50,13 +50,17 @@ func dlqReplay(ctx context.Context, args []string, out io.Writer) error {
 	pub := conn.NewPublisher()
 	defer pub.Close()
 	res, err := dlq.Replay(ctx, conn, pub, o)
-	if err != nil {
-		return err
-	}
 	verb := "replayed"
 	if o.DryRun {
 		verb = "would replay"
 	}
+	// The counts also after an error: what moved, and what stays.
 	fmt.Fprintf(out, "%s %d messages from %s (%d skipped by -grep)\n", verb, res.Replayed, res.DLQ, res.Skipped)
-	return nil
+	if res.Refused > 0 {
+		fmt.Fprintf(out, "%d messages refused by the broker (unroutable, nacked or too large) stay in %s\n", res.Refused, res.DLQ)
+	}
+	if res.NotRemoved > 0 {
+		fmt.Fprintf(out, "%d messages were replayed but could not be removed from %s: they are there still, and replaying them again runs them twice\n", res.NotRemoved, res.DLQ)
+	}
+	return err
 }
