@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"net/url"
 	"regexp"
 	"time"
@@ -124,6 +125,18 @@ func ParseURLs(raw string) ([]string, error) {
 		}
 	}
 	return parts, nil
+}
+
+// User is the user name the connection authenticates as with a plain
+// login: the one in its URL, "guest" when the URL names none (as
+// amqp091-go defaults). RabbitMQ refuses a message whose user_id
+// property names another user.
+func (c *Conn) User() string {
+	u, err := amqp.ParseURI(c.addrs[0])
+	if err != nil {
+		return ""
+	}
+	return u.Username
 }
 
 // nextAddress matches where the next address of a list starts: a comma

@@ -84,6 +84,7 @@ func Replay(ctx context.Context, conn *broker.Conn, pub *broker.Publisher, o Rep
 	}
 	defer b.Close()
 	res.Total = b.Total()
+	user := conn.User()
 	var batch []*Letter
 	var refused error // the first refusal
 	for o.Limit == 0 || res.Replayed+len(batch) < o.Limit {
@@ -101,13 +102,13 @@ func Replay(ctx context.Context, conn *broker.Conn, pub *broker.Publisher, o Rep
 			continue
 		}
 		if batch = append(batch, l); len(batch) == replayBatch {
-			if err := o.flush(ctx, b, pub, batch, &res, &refused); err != nil {
+			if err := o.flush(ctx, b, pub, user, batch, &res, &refused); err != nil {
 				return res, err
 			}
 			batch = batch[:0]
 		}
 	}
-	if err := o.flush(ctx, b, pub, batch, &res, &refused); err != nil {
+	if err := o.flush(ctx, b, pub, user, batch, &res, &refused); err != nil {
 		return res, err
 	}
 	if refused != nil {
@@ -116,11 +117,11 @@ func Replay(ctx context.Context, conn *broker.Conn, pub *broker.Publisher, o Rep
 	return res, nil
 }
 
-// flush publishes a batch of copies, then acks each letter whose copy was
-// confirmed. A letter whose copy was refused is counted, the first
-// refusal kept in refused; any other failure is returned once the batch
-// is through.
-func (o ReplayOptions) flush(ctx context.Context, b *broker.Browser, pub *broker.Publisher, batch []*Letter, res *ReplayResult, refused *error) error {
+// flush publishes a batch of copies as user, then acks each letter whose
+// copy was confirmed. A letter whose copy was refused is counted, the
+// first refusal kept in refused; any other failure is returned once the
+// batch is through.
+func (o ReplayOptions) flush(ctx context.Context, b *broker.Browser, pub *broker.Publisher, user string, batch []*Letter, res *ReplayResult, refused *error) error {
 	if len(batch) == 0 {
 		return nil
 	}
@@ -128,6 +129,11 @@ func (o ReplayOptions) flush(ctx context.Context, b *broker.Browser, pub *broker
 	for i, l := range batch {
 		out[i].Exchange, out[i].RoutingKey = o.target(l)
 		out[i].Message = Fresh(l.Delivery)
+		if m := &out[i].Message; m.UserID != "" && m.UserID != user {
+			// The broker refuses a user_id that is not the publisher's
+			// (see worker.HeaderOriginalUserID).
+			m.Headers[worker.HeaderOriginalUserID], m.UserID = m.UserID, ""
+		}
 	}
 	var errs []error
 	if !o.DryRun {

@@ -23,6 +23,12 @@ const (
 	HeaderFirstFailure     = "warren-first-failure"
 	HeaderLastFailure      = "warren-last-failure"
 	HeaderHost             = "warren-host"
+	// HeaderOriginalUserID keeps the original's user_id property when the
+	// copy cannot carry it: RabbitMQ refuses a message whose user_id is
+	// not the publishing connection's user, and the worker's user may
+	// differ from the producer's. Unlike the property, the broker does not
+	// check this header: do not trust it as an identity.
+	HeaderOriginalUserID = "warren-original-user-id"
 	// HeaderInProgress counts the rounds a message went through the
 	// delay tiers because it was in progress elsewhere (no attempt spent).
 	HeaderInProgress = "warren-in-progress"
@@ -100,6 +106,18 @@ type copier struct {
 	queue   string // the route's queue
 	handler string // the route's name
 	host    string
+	user    string // the broker user the copies are published as
+}
+
+// ownUser drops m's user_id property when it names another user than
+// the one the copies are published as (the broker would refuse the copy,
+// and the message could be neither retried nor dead-lettered with its
+// reason), keeping it in HeaderOriginalUserID.
+func (c copier) ownUser(m *broker.Message, h map[string]any) {
+	if m.UserID != "" && m.UserID != c.user {
+		h[HeaderOriginalUserID] = m.UserID
+		m.UserID = ""
+	}
 }
 
 // failureHeaders records a failure on h.
@@ -122,6 +140,7 @@ func (c copier) retryMessage(bd *broker.Delivery, d *Delivery, res result) broke
 	m := bd.Message
 	m.Expiration = "" // the tier's TTL decides when it comes back
 	h := copyHeaders(bd, d)
+	c.ownUser(&m, h)
 	next := d.Attempt
 	switch {
 	case res.spend:
@@ -142,6 +161,7 @@ func (c copier) deadLetter(bd *broker.Delivery, d *Delivery, res result) broker.
 	m := bd.Message
 	m.Expiration = "" // as the broker does when it dead-letters: a dead letter never expires
 	h := copyHeaders(bd, d)
+	c.ownUser(&m, h)
 	c.failureHeaders(h, res, d.Attempt)
 	delete(h, HeaderInProgress) // a replay starts its waits afresh
 	h[HeaderDeadLetterReason] = res.Reason

@@ -61,6 +61,7 @@ type pipelineConfig struct {
 	ttl     time.Duration
 	prefix  string // of dedupe keys
 	host    string
+	user    string // the broker user copies are published as
 
 	failOpen bool
 	health   storeHealth
@@ -82,7 +83,7 @@ func newPipeline(c pipelineConfig) *pipeline {
 	}
 	p.exec = &executor{handler: c.handler, timeout: r.Timeout, policy: r.Retry, log: c.log,
 		claims: c.claims, ttl: c.ttl, failOpen: c.failOpen, health: c.health}
-	p.settler = &settler{queue: r.Queue, copier: copier{queue: r.Queue, handler: r.Name, host: c.host},
+	p.settler = &settler{queue: r.Queue, copier: copier{queue: r.Queue, handler: r.Name, host: c.host, user: c.user},
 		copies: c.copies, claims: c.claims, log: c.log}
 	p.gate = newGate(r, c.src, c.log, c.pause)
 	p.limits = newLimits(r, c.limiter, c.log, c.pause)

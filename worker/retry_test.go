@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -847,3 +848,67 @@ func TestDeadLetterWhenDLQIsGone(t *testing.T) {
 // fast or slow (after this machine's clock was stepped, tiers of 1s came
 // back after 996-999ms by ours), so a gap may fall short by that much.
 func tierPassed(gap, tier time.Duration) bool { return gap >= tier-tier/100-time.Millisecond }
+
+// TestCopiesOfAnotherUsersMessage: a message whose user_id names the
+// producer's broker user, not the worker's, is retried and dead-lettered
+// like any other: RabbitMQ refuses a publish whose user_id is not the
+// publishing user, so the copies carry it in a header instead (before,
+// every copy was refused: no retry, and the message reached the DLQ only
+// through the broker's reject, without warren's headers).
+func TestCopiesOfAnotherUsersMessage(t *testing.T) {
+	t.Parallel()
+	user := fmt.Sprintf("warren-producer-%d", time.Now().UnixNano())
+	for _, args := range [][]string{{"add_user", user, "pw"}, {"set_permissions", "-p", "/", user, ".*", ".*", ".*"}} {
+		if out, err := testenv.Rabbitmqctl(t, args...); err != nil {
+			t.Fatalf("rabbitmqctl %s: %v: %s", args[0], err, out)
+		}
+	}
+	t.Cleanup(func() { _, _ = testenv.Rabbitmqctl(t, "delete_user", user) })
+
+	rec := newRecorder()
+	f := newFixture(t, retryConfig(t, broker.Classic), worker.Route{
+		Handler: worker.HandlerFunc(func(ctx context.Context, d *worker.Delivery) error {
+			rec.record(d)
+			if d.Attempt == 1 {
+				return errors.New("try again")
+			}
+			return worker.Permanent(errors.New("no"))
+		}),
+	}).start()
+
+	u, err := url.Parse(testenv.AMQPURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(user, "pw")
+	pc, err := amqp.Dial(u.String())
+	if err != nil {
+		t.Fatalf("connecting as %s: %v", user, err)
+	}
+	defer pc.Close()
+	ch, err := pc.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	dc, err := ch.PublishWithDeferredConfirm("", f.queue, false, false, amqp.Publishing{MessageId: "u-1", UserId: user, Body: []byte("x")})
+	if err != nil || !dc.Wait() {
+		t.Fatalf("publishing as %s: %v", user, err)
+	}
+
+	calls := rec.wait(t, 2, 30*time.Second)
+	if calls[0].attempt != 1 || calls[1].attempt != 2 {
+		t.Fatalf("attempts %d and %d, want 1 and 2 (the retry copy was stored)", calls[0].attempt, calls[1].attempt)
+	}
+	dlq := retry.DLQ(f.queue)
+	if n := f.admin.WaitCount(dlq, 1, 10*time.Second); n != 1 {
+		t.Fatalf("the DLQ holds %d, want the dead letter", n)
+	}
+	m, _ := f.admin.Get(dlq)
+	if m.Headers[worker.HeaderDeadLetterReason] != worker.KindPermanent || m.Headers[worker.HeaderOriginalUserID] != user || m.UserId != "" {
+		t.Fatalf("dead letter: reason %v, original user %v, user_id %q; want permanent, %s and none",
+			m.Headers[worker.HeaderDeadLetterReason], m.Headers[worker.HeaderOriginalUserID], m.UserId, user)
+	}
+}

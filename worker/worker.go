@@ -222,7 +222,7 @@ func (w *Worker) pipelineConfig(rt *runtime, r Route, src source, h Handler) pip
 	c := pipelineConfig{
 		route: r, handler: h, src: src,
 		copies: brokerCopies{pub: rt.pub, conn: rt.consume},
-		ttl:    w.cfg.DedupeTTL, prefix: w.cfg.DedupePrefix, host: w.host,
+		ttl:    w.cfg.DedupeTTL, prefix: w.cfg.DedupePrefix, host: w.host, user: rt.publish.User(),
 		failOpen: w.cfg.DedupeFailOpen, health: &w.health,
 		log: log, metrics: w.metrics.forQueue(r.Queue), pause: w.flows,
 		tracer: newProcessTracer(w.cfg.TracerProvider, r.Queue),
