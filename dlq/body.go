@@ -48,12 +48,13 @@ func ShowBody(body []byte, format string, max int) ShownBody {
 	}
 	switch {
 	case format == AsJSON && !s.Cut && json.Valid(body):
+		if indentedOver(body, 2*max) {
+			s.Format, s.Text, s.Note = AsText, string(part), "shown as text: indented it would exceed the size bound"
+			break
+		}
 		var b bytes.Buffer
 		_ = json.Indent(&b, body, "", "  ")
 		s.Format, s.Text = AsJSON, b.String()
-		if b.Len() > 2*max {
-			s.Format, s.Text, s.Note = AsText, string(part), "shown as text: indented it would exceed the size bound"
-		}
 	case format == AsJSON:
 		s.Note = "not shown as JSON: the body is not valid JSON or exceeds the size bound"
 		s = textOrHex(s, part)
@@ -88,4 +89,45 @@ func joinNote(a, b string) string {
 		return b
 	}
 	return a + "; " + b
+}
+
+// indentedOver reports whether valid JSON body, indented by two spaces a
+// level, could exceed limit bytes, without indenting it: deep nesting
+// makes the indented size grow with the square of the depth (a 20 KB
+// body of nested arrays indents to more than a gigabyte). It counts a
+// line break and the indentation after each bracket and comma outside
+// strings, an upper bound of what json.Indent writes.
+func indentedOver(body []byte, limit int) bool {
+	n, depth := len(body), 0
+	inString, escaped := false, false
+	for _, c := range body {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+			continue
+		case c == '"':
+			inString = true
+			continue
+		case c == '{' || c == '[':
+			depth++
+		case c == '}' || c == ']':
+			depth--
+		case c == ':':
+			n++ // the space after it
+			continue
+		case c != ',':
+			continue
+		}
+		if n += 1 + 2*max(depth, 0); n > limit {
+			return true
+		}
+	}
+	return false
 }

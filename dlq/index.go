@@ -203,7 +203,10 @@ func (ix *Index) Groups(f Filter, page, perPage int) ([]Group, int) {
 func (ix *Index) Entries(f Filter, page, perPage int) ([]Entry, int) {
 	var out []Entry
 	total := 0
-	from := page * perPage
+	from := len(ix.entries)                                          // past the end: none shown, all counted
+	if page >= 0 && perPage > 0 && page <= len(ix.entries)/perPage { // no overflow
+		from = page * perPage
+	}
 	for i := range ix.entries {
 		e := &ix.entries[i]
 		g := ix.groups[e.group]
@@ -226,8 +229,11 @@ func paged[T any](all []T, page, perPage int) []T {
 	if perPage <= 0 {
 		return all
 	}
+	if page < 0 || page > len(all)/perPage { // also keeps page*perPage from overflowing
+		return nil
+	}
 	from := page * perPage
-	if page < 0 || from >= len(all) {
+	if from >= len(all) {
 		return nil
 	}
 	return all[from:min(from+perPage, len(all))]

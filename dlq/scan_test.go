@@ -81,6 +81,13 @@ func TestScanGroupsFindReplay(t *testing.T) {
 	if n != 5 || len(entries) != 2 {
 		t.Fatalf("entries page 2 of 2 per page: %d of %d", len(entries), n)
 	}
+	// A page number whose offset overflows an int is past the end.
+	if far, n := ix.Entries(dlq.Filter{}, 184467440737095518, 50); len(far) != 0 || n != 6 {
+		t.Fatalf("a page far past the end: %d entries of %d", len(far), n)
+	}
+	if far, n := ix.Groups(dlq.Filter{}, 184467440737095518, 50); len(far) != 0 || n != 2 {
+		t.Fatalf("a page of groups far past the end: %d groups of %d", len(far), n)
+	}
 
 	l, err := dlq.Find(ctx, conn, q, entries[0].ID)
 	if err != nil || l.MessageID != entries[0].MessageID || string(l.Body) == "" {
