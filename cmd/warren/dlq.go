@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/warrenmq/warren/dlq"
+	"github.com/warrenmq/warren/internal/redact"
 )
 
 func dlqCmd(ctx context.Context, args []string, out io.Writer) error {
@@ -113,7 +114,7 @@ func printDeadLetter(out io.Writer, n int, l *dlq.Letter, bodyBytes int) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		fmt.Fprintf(out, "  %s: %v\n", k, l.Headers[k])
+		fmt.Fprintf(out, "  %s: %s\n", k, redact.Header(k, l.Headers[k]))
 	}
 	b := dlq.ShowBody(l.Body, dlq.AsText, bodyBytes)
 	cut := ""

@@ -127,6 +127,7 @@ func deadLetterKind(admin *testenv.Admin, q, id, body, errText, kind string) {
 			worker.HeaderOriginalExchange: "", worker.HeaderOriginalKey: q,
 			worker.HeaderFirstFailure: "2026-01-01T00:00:00Z", worker.HeaderLastFailure: "2026-01-01T00:00:05Z",
 			"tenant": "acme", "callback": "https://hook:s3cr3tpassw0rd@example.com/cb",
+			"Authorization": "Bearer s3cr3tt0ken", "x-api-key": []byte("s3cr3tk3y"),
 		},
 	})
 }
@@ -213,6 +214,9 @@ func TestE2EConsoleBrowser(t *testing.T) {
 	}
 	if strings.Contains(page, "s3cr3tpassw0rd") || !strings.Contains(page, "hook:xxxxx@example.com") {
 		t.Errorf("the message page shows a password, or not the redacted URL")
+	}
+	if strings.Contains(page, "s3cr3tt0ken") || strings.Contains(page, "s3cr3tk3y") || !strings.Contains(page, "(hidden: 18 bytes)") || !strings.Contains(page, "(hidden: 9 bytes)") {
+		t.Errorf("the message page shows a credential header's value, or not that it is hidden")
 	}
 	screenshot(t, ctx, "message.png")
 

@@ -32,6 +32,7 @@ func deadLetter(admin *testenv.Admin, q, id, body, errText string) {
 			worker.HeaderOriginalExchange: "",
 			worker.HeaderOriginalKey:      q,
 			worker.HeaderFirstFailure:     "2024-01-01T00:00:00Z",
+			"authorization":               "Bearer s3cr3tt0ken",
 			worker.HeaderLastFailure:      "2024-01-01T00:00:01Z",
 			"tenant":                      "acme", // the sender's own header survives a replay
 		},
@@ -84,6 +85,9 @@ func TestE2EDLQ(t *testing.T) {
 	}
 	if strings.Contains(r.stdout, "invalid payload") || !strings.Contains(r.stdout, "body: one") {
 		t.Errorf("dlq show -limit 2 should show one and two only\n%s", r)
+	}
+	if strings.Contains(r.stdout, "s3cr3tt0ken") || !strings.Contains(r.stdout, "authorization: (hidden: 18 bytes)") {
+		t.Errorf("dlq show prints a credential header's value, or not that it is hidden\n%s", r)
 	}
 	if n := admin.Count(dlq); n != 3 {
 		t.Fatalf("after dlq show %s holds %d, want 3", dlq, n)

@@ -184,7 +184,7 @@ func describe(l *dlq.Letter, as string) *messageData {
 		if dlq.IsFailureHeader(k) {
 			d.Failure = append(d.Failure, kv{k, fmt.Sprint(val)})
 		} else {
-			d.Headers = append(d.Headers, kv{k, fmt.Sprint(val)})
+			d.Headers = append(d.Headers, kv{k, redact.Header(k, val)})
 		}
 	}
 	sort.Slice(d.Failure, func(i, j int) bool { return d.Failure[i].K < d.Failure[j].K })

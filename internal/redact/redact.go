@@ -2,6 +2,7 @@
 package redact
 
 import (
+	"fmt"
 	"net/url"
 	"regexp"
 	"strings"
@@ -106,4 +107,29 @@ func Text(s string) string {
 		return s
 	}
 	return urlInText.ReplaceAllStringFunc(s, URL)
+}
+
+// secretNames are parts of header names whose values are credentials.
+var secretNames = []string{"authoriz", "cookie", "token", "secret", "passw", "apikey", "api-key", "api_key",
+	"signature", "credential", "session", "private-key", "private_key"}
+
+// Header returns a message header's value for people: hidden, with its
+// size, when the header's name says it holds a credential (an
+// authorization, a token, a password...), else its text with every URL's
+// password redacted.
+func Header(name string, value any) string {
+	lower := strings.ToLower(name)
+	for _, s := range secretNames {
+		if strings.Contains(lower, s) {
+			n := len(fmt.Sprint(value))
+			if b, ok := value.([]byte); ok {
+				n = len(b)
+			}
+			return fmt.Sprintf("(hidden: %d bytes)", n)
+		}
+	}
+	if b, ok := value.([]byte); ok {
+		value = string(b)
+	}
+	return Text(fmt.Sprint(value))
 }

@@ -68,3 +68,24 @@ func TestText(t *testing.T) {
 		}
 	}
 }
+
+func TestHeader(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		value any
+		want  string
+	}{
+		{"Authorization", "Bearer abc.def", "(hidden: 14 bytes)"},
+		{"x-api-key", []byte("k3y"), "(hidden: 3 bytes)"},
+		{"X-Auth-Token", "t", "(hidden: 1 bytes)"},
+		{"db_password", int32(1234), "(hidden: 4 bytes)"},
+		{"Cookie", "a=b", "(hidden: 3 bytes)"},
+		{"tenant", "acme", "acme"},
+		{"raw", []byte("text"), "text"},
+		{"callback", "see https://u:pw@example.com/cb now", "see https://u:xxxxx@example.com/cb now"},
+	} {
+		if got := Header(c.name, c.value); got != c.want {
+			t.Errorf("Header(%q, %v) = %q, want %q", c.name, c.value, got, c.want)
+		}
+	}
+}
