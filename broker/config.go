@@ -139,6 +139,16 @@ func (c *Conn) User() string {
 	return u.Username
 }
 
+// Vhost is the virtual host the connection opens: the one in its URL,
+// "/" when the URL names none.
+func (c *Conn) Vhost() string {
+	u, err := amqp.ParseURI(c.addrs[0])
+	if err != nil {
+		return "/"
+	}
+	return u.Vhost
+}
+
 // nextAddress matches where the next address of a list starts: a comma
 // followed by a URL scheme, another comma or the end. A comma elsewhere
 // belongs to the URL (a password may hold one).

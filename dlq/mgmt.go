@@ -17,6 +17,11 @@ import (
 // The URL's user and password are sent as basic auth and never shown.
 type Management struct {
 	URL string
+	// Vhost limits what is listed to one virtual host (the one the
+	// worker's AMQP URL names); "" lists the queues of every vhost the
+	// user may see, where queues of the same name in other vhosts would
+	// mix with the worker's.
+	Vhost string
 	// Client defaults to one with a 15s timeout.
 	Client *http.Client
 }
@@ -52,7 +57,11 @@ type mgmtQueue struct {
 
 // Queues lists every queue the API knows.
 func (m Management) Queues(ctx context.Context) ([]QueueStats, error) {
-	req, err := m.request(ctx, "/api/queues?columns=name,messages_ready,messages_unacknowledged,consumers,message_stats")
+	path := "/api/queues"
+	if m.Vhost != "" {
+		path += "/" + url.PathEscape(m.Vhost)
+	}
+	req, err := m.request(ctx, path+"?columns=name,messages_ready,messages_unacknowledged,consumers,message_stats")
 	if err != nil {
 		return nil, err
 	}

@@ -77,7 +77,7 @@ func TestOverviewRealManagement(t *testing.T) {
 	}
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections() // no keep-alive left for goleak
-	m := &dlq.Management{URL: url, Client: &http.Client{Transport: tr, Timeout: 15 * time.Second}}
+	m := &dlq.Management{URL: url, Vhost: "/", Client: &http.Client{Transport: tr, Timeout: 15 * time.Second}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := m.Queues(ctx); err != nil {
@@ -109,5 +109,27 @@ func TestOverviewRealManagement(t *testing.T) {
 			t.Fatalf("overview %+v, want the route with 3 dead letters ready", routes)
 		}
 		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// TestManagementVhost: with a vhost, only its queues are asked for (the
+// API lists every vhost's queues otherwise, and same-named queues of
+// another vhost would mix with the worker's).
+func TestManagementVhost(t *testing.T) {
+	var paths []string
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		paths = append(paths, r.URL.EscapedPath())
+		_, _ = w.Write([]byte(`[{"name":"a.dlq"}]`))
+	}))
+	defer api.Close()
+	for _, c := range []struct{ vhost, path string }{{"", "/api/queues"}, {"/", "/api/queues/%2F"}, {"prod/eu", "/api/queues/prod%2Feu"}} {
+		paths = nil
+		names, err := (dlq.Management{URL: api.URL, Vhost: c.vhost}).DLQs(context.Background())
+		if err != nil || len(names) != 1 {
+			t.Fatalf("vhost %q: %v %v", c.vhost, names, err)
+		}
+		if len(paths) != 1 || paths[0] != c.path {
+			t.Errorf("vhost %q asked for %v, want %s", c.vhost, paths, c.path)
+		}
 	}
 }

@@ -49,7 +49,7 @@ func consoleCmd(ctx context.Context, args []string, out io.Writer) error {
 	defer conn.Close()
 	ccfg := console.Config{Conn: conn, Routes: routes, Delays: cfg.RetryDelays, ReadOnly: *readOnly, Auth: auth, Logger: log}
 	if u := mgmt.get(); u != "" {
-		ccfg.Management = &dlq.Management{URL: u}
+		ccfg.Management = &dlq.Management{URL: u, Vhost: conn.Vhost()}
 	}
 	return serveConsole(ctx, ccfg, *addr, out, log)
 }

@@ -54,19 +54,19 @@ func dlqLs(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if len(names) == 0 {
-		if mgmt.get() == "" {
-			return errors.New("dlq ls: name the queues, or give -management-url to list every dead-letter queue")
-		}
-		if names, err = (dlq.Management{URL: mgmt.get()}).DLQs(ctx); err != nil {
-			return err
-		}
+	if len(names) == 0 && mgmt.get() == "" {
+		return errors.New("dlq ls: name the queues, or give -management-url to list every dead-letter queue")
 	}
 	conn, err := connect(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
+	if len(names) == 0 {
+		if names, err = (dlq.Management{URL: mgmt.get(), Vhost: conn.Vhost()}).DLQs(ctx); err != nil {
+			return err
+		}
+	}
 	sort.Strings(names)
 	fmt.Fprintf(out, "%-50s %10s\n", "DEAD-LETTER QUEUE", "MESSAGES")
 	for _, n := range names {

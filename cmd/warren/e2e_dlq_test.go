@@ -208,7 +208,7 @@ func TestE2EDLQManagement(t *testing.T) {
 			http.Error(rw, "unauthorized", http.StatusUnauthorized)
 			return
 		}
-		if r.URL.Path != "/api/queues" {
+		if r.URL.EscapedPath() != "/api/queues/%2F" { // the worker's vhost only
 			http.NotFound(rw, r)
 			return
 		}
