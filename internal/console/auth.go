@@ -74,6 +74,14 @@ func (g *guard) wrap(next func(w http.ResponseWriter, r *http.Request, who strin
 			g.deny(w, r)
 			return
 		}
+		if r.Method == http.MethodGet && r.Header.Get("Sec-Fetch-Site") == "cross-site" && r.Header.Get("Sec-Fetch-Mode") != "navigate" {
+			// A page of another site fetching ours in the background
+			// with the browser's basic-auth credentials: each page read
+			// may read a DLQ. Following a link from elsewhere passes.
+			g.log.Warn("console: cross-site request refused", zap.String("who", who), zap.String("path", r.URL.Path), zap.String("remote", r.RemoteAddr))
+			http.Error(w, "403 forbidden: a cross-site request that is not a navigation", http.StatusForbidden)
+			return
+		}
 		if r.Method == http.MethodPost && !same(r.PostFormValue("csrf"), g.csrf(who)) {
 			g.log.Warn("console: POST refused: CSRF token missing or wrong", zap.String("who", who), zap.String("path", r.URL.Path), zap.String("remote", r.RemoteAddr))
 			http.Error(w, "403 forbidden: the form's CSRF token is missing or wrong (reload the page and try again)", http.StatusForbidden)

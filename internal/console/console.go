@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,7 +57,11 @@ func (c *Console) Serve(ctx context.Context, ln net.Listener) error {
 	c.ctx = ctx
 	c.pub = c.cfg.Conn.NewPublisher()
 	defer c.pub.Close()
-	srv := &http.Server{Handler: c.routes(), ReadHeaderTimeout: 10 * time.Second,
+	h := c.routes()
+	if a := c.cfg.Auth; a.Insecure && a.Token == "" && a.User == "" && loopback(ln.Addr()) {
+		h = loopbackHosts(h, c.log)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return ctx }}
 	c.rescan("start")
 	errc := make(chan error, 1)
@@ -137,6 +142,32 @@ func secureHeaders(next http.Handler) http.Handler {
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Cache-Control", "no-store")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// loopback reports whether addr is a loopback address.
+func loopback(addr net.Addr) bool {
+	ta, ok := addr.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}
+
+// loopbackHosts answers only requests that name a loopback host: a
+// console without authentication on a loopback address trusts whoever
+// reaches it, and a site the operator visits could otherwise reach it by
+// pointing its own name at 127.0.0.1 (DNS rebinding), with its pages
+// then counting as the console's own origin.
+func loopbackHosts(next http.Handler, log *zap.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if ip := net.ParseIP(strings.Trim(host, "[]")); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			log.Warn("console: request for another host refused", zap.String("host", r.Host), zap.String("remote", r.RemoteAddr))
+			http.Error(w, "421 misdirected request: without authentication the console answers only to a loopback host name", http.StatusMisdirectedRequest)
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
 }
