@@ -31,6 +31,7 @@ type Browser struct {
 	window int
 	idle   time.Duration
 	total  int // ready messages when the Browser opened
+	others int // consumers of the queue when the Browser opened
 	read   int
 	chans  []*browseChan
 }
@@ -65,8 +66,12 @@ func (c *Conn) Browse(ctx context.Context, queue string, window int) (*Browser, 
 	if window <= 0 {
 		window = max(2000, q.Messages/200+1)
 	}
-	return &Browser{conn: live.conn, queue: queue, window: window, idle: DefaultBrowseIdle, total: q.Messages}, nil
+	return &Browser{conn: live.conn, queue: queue, window: window, idle: DefaultBrowseIdle, total: q.Messages, others: q.Consumers}, nil
 }
+
+// Others is the number of consumers the queue had when the Browser
+// opened: messages they held unacked were neither counted nor read.
+func (b *Browser) Others() int { return b.others }
 
 // Total is the number of ready messages the queue held when the Browser
 // opened: the most Next returns.

@@ -87,12 +87,14 @@ func Replay(ctx context.Context, conn *broker.Conn, pub *broker.Publisher, o Rep
 	user := conn.User()
 	var batch []*Letter
 	var refused error // the first refusal
+	exhausted := false
 	for o.Limit == 0 || res.Replayed+len(batch) < o.Limit {
 		d, ok, err := b.Next(ctx)
 		if err != nil {
 			return res, fmt.Errorf("replaying from %s: %w", dlq, err)
 		}
 		if !ok {
+			exhausted = true
 			break
 		}
 		res.Seen++
@@ -111,10 +113,17 @@ func Replay(ctx context.Context, conn *broker.Conn, pub *broker.Publisher, o Rep
 	if err := o.flush(ctx, b, pub, user, batch, &res, &refused); err != nil {
 		return res, err
 	}
+	var errs []error
 	if refused != nil {
-		return res, fmt.Errorf("%d of the letters selected could not be replayed and stay in %s; the first: %w", res.Refused, dlq, refused)
+		errs = append(errs, fmt.Errorf("%d of the letters selected could not be replayed and stay in %s; the first: %w", res.Refused, dlq, refused))
 	}
-	return res, nil
+	switch {
+	case exhausted && res.Seen < res.Total:
+		errs = append(errs, fmt.Errorf("%s held %d ready letters when the replay began and %d of them could be read: another reader took the others or holds them unacked (a scan, a replay, a consumer); nothing was lost, replay again once it is done", dlq, res.Total, res.Seen))
+	case exhausted && b.Others() > 0:
+		errs = append(errs, fmt.Errorf("%s had %d other reader(s) when the replay began (a scan, a replay, a consumer): letters they held unacked were not replayed; nothing was lost, replay again once they are done", dlq, b.Others()))
+	}
+	return res, errors.Join(errs...)
 }
 
 // flush publishes a batch of copies as user, then acks each letter whose

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,5 +68,37 @@ func TestReplayGoesOnPastARefusedLetter(t *testing.T) {
 	}
 	if d, ok := admin.Get(retry.DLQ(q)); !ok || d.MessageId != "r3" {
 		t.Fatalf("the letter left in the DLQ is %q, want r3", d.MessageId)
+	}
+}
+
+// A replay that could read only some of the letters the DLQ held (another
+// reader holds the rest unacked) says so instead of reporting success.
+func TestReplayReportsLettersItCouldNotRead(t *testing.T) {
+	t.Parallel()
+	admin, conn, q := fixture(t)
+	for i := 0; i < 3; i++ {
+		admin.Publish("", retry.DLQ(q), letter(q, fmt.Sprintf("h%d", i), "boom", worker.KindError, "2026-01-01T00:00:00Z"))
+	}
+	// Another reader takes all three and holds them unacked.
+	ch := admin.Channel()
+	if err := ch.Qos(10, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	held, err := ch.Consume(retry.DLQ(q), "", false, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		select {
+		case <-held:
+		case <-time.After(20 * time.Second):
+			t.Fatal("the other reader got no letter")
+		}
+	}
+	pub := conn.NewPublisher()
+	defer pub.Close()
+	res, err := dlq.Replay(context.Background(), conn, pub, dlq.ReplayOptions{Queue: q})
+	if err == nil || !strings.Contains(err.Error(), "1 other reader(s)") || res.Replayed != 0 {
+		t.Fatalf("with every letter held by another reader: %+v, %v; want an error that says so", res, err)
 	}
 }
