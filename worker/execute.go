@@ -68,8 +68,7 @@ func (e *executor) underClaim(hctx context.Context, j *job) result {
 	case status == dedupe.Done:
 		return result{Decision: Decision{Outcome: OutcomeDuplicate}}
 	case status == dedupe.InProgress:
-		rounds, _ := j.d.Headers[HeaderInProgress].(int32)
-		delay := e.policy.WaitTier(int(rounds)+1, e.claims.lease)
+		delay := e.policy.WaitTier(int(inProgressRounds(j.d.Headers))+1, e.claims.lease)
 		return unspent(delay, KindInProgress, errors.New("message is being processed elsewhere"))
 	}
 	j.holds = true

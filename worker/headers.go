@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"math"
+	"reflect"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -148,8 +150,7 @@ func (c copier) retryMessage(bd *broker.Delivery, d *Delivery, res result) broke
 		c.failureHeaders(h, res, d.Attempt)
 		delete(h, HeaderInProgress)
 	case res.Kind == KindInProgress:
-		rounds, _ := h[HeaderInProgress].(int32)
-		h[HeaderInProgress] = rounds + 1
+		h[HeaderInProgress] = inProgressRounds(h) + 1
 	}
 	m.Headers = retry.SetAttempt(h, next)
 	return m
@@ -181,4 +182,20 @@ func cut(s string, n int) string {
 		end--
 	}
 	return strings.TrimRight(s[:end], " ") + "…"
+}
+
+// inProgressRounds reads HeaderInProgress of h. Warren writes an int32;
+// an integer of any other type (another client or a tool may encode the
+// header anew) is read too, so that the waits keep growing; anything else
+// counts as no round.
+func inProgressRounds(h map[string]any) int32 {
+	v := reflect.ValueOf(h[HeaderInProgress])
+	var n int64
+	switch {
+	case v.CanInt():
+		n = v.Int()
+	case v.CanUint():
+		n = int64(min(v.Uint(), math.MaxInt32))
+	}
+	return int32(min(max(n, 0), math.MaxInt32-1))
 }

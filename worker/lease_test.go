@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"github.com/warrenmq/warren/broker"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -262,5 +263,25 @@ func TestCommitWithDoneOnAStoreWithoutBatchCalls(t *testing.T) {
 	ex := Execute(context.Background(), h, d, ExecuteOptions{Store: store})
 	if ex.Outcome != OutcomeAck || !store.committed.Load() {
 		t.Fatalf("%+v (%v), committed %v; want ack and a commit", ex.Decision, ex.Err, store.committed.Load())
+	}
+}
+
+// The in-progress count is read from any integer type, as another client
+// or a tool that encodes the headers anew may write it, and a copy counts
+// on from it.
+func TestInProgressRoundsReadAnyInteger(t *testing.T) {
+	for _, c := range []struct {
+		v    any
+		want int32
+	}{{nil, 0}, {int32(3), 3}, {int64(4), 4}, {uint8(5), 5}, {int16(2), 2}, {"3", 0}, {int64(-7), 0}, {uint64(1 << 40), 1<<31 - 2}} {
+		if got := inProgressRounds(map[string]any{HeaderInProgress: c.v}); got != c.want {
+			t.Errorf("%T %v: %d, want %d", c.v, c.v, got, c.want)
+		}
+	}
+	c := copier{queue: "q"}
+	bd := &broker.Delivery{Message: broker.Message{Headers: map[string]any{HeaderInProgress: int64(2)}}}
+	m := c.retryMessage(bd, &Delivery{Attempt: 1}, result{Decision: Decision{Outcome: OutcomeRetry, Kind: KindInProgress}})
+	if got := m.Headers[HeaderInProgress]; got != int32(3) {
+		t.Errorf("the copy's count is %T %v, want int32 3", got, got)
 	}
 }
