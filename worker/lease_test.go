@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"github.com/warrenmq/warren/broker"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -12,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/dedupe"
 )
 
