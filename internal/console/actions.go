@@ -130,7 +130,7 @@ func (c *Console) jobStatus(w http.ResponseWriter, r *http.Request, _ string) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]any{"done": j.Done, "total": j.Total, "seen": j.Seen, "moved": j.Moved, "error": j.Err})
+	_ = json.NewEncoder(w).Encode(map[string]any{"done": j.Done, "total": j.Total, "seen": j.Seen, "moved": j.Moved, "error": scrub(j.Err)})
 }
 
 func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
