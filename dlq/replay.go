@@ -17,10 +17,10 @@ import (
 // their confirms.
 const replayBatch = 128
 
-// replayBatchTimeout bounds a batch of copies once it is on the wire: it
-// runs to its confirms and acks even after the replay's context ends, so
-// that an interrupt does not leave copies confirmed and their letters
-// still in the DLQ (replayed twice by the next replay).
+// replayBatchTimeout bounds how long a batch of copies on the wire may
+// still take once the replay's context has ended: it runs to its
+// confirms and acks, so that an interrupt does not leave copies confirmed
+// and their letters still in the DLQ (replayed twice by the next replay).
 const replayBatchTimeout = 30 * time.Second
 
 // ReplayOptions say what Replay moves and where.
@@ -89,6 +89,11 @@ func Replay(ctx context.Context, conn *broker.Conn, pub *broker.Publisher, o Rep
 	var refused error // the first refusal
 	exhausted := false
 	for o.Limit == 0 || res.Replayed+len(batch) < o.Limit {
+		if err := ctx.Err(); err != nil {
+			// Next sees ctx only when nothing is buffered; the letters of
+			// the batch not yet sent go back with Close.
+			return res, fmt.Errorf("replaying from %s: %w", dlq, err)
+		}
 		d, ok, err := b.Next(ctx)
 		if err != nil {
 			return res, fmt.Errorf("replaying from %s: %w", dlq, err)
@@ -146,8 +151,12 @@ func (o ReplayOptions) flush(ctx context.Context, b *broker.Browser, pub *broker
 	}
 	var errs []error
 	if !o.DryRun {
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), replayBatchTimeout)
+		// Once ctx ends, the batch has replayBatchTimeout more; until
+		// then it waits as long as its confirms take.
+		pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		stop := context.AfterFunc(ctx, func() { time.AfterFunc(replayBatchTimeout, cancel) })
 		errs = o.publish(pctx, pub, batch, out, res.DLQ)
+		stop()
 		cancel()
 	}
 	var stop error

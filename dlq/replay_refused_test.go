@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/dlq"
 	"github.com/warrenmq/warren/internal/testenv"
@@ -100,5 +102,32 @@ func TestReplayReportsLettersItCouldNotRead(t *testing.T) {
 	res, err := dlq.Replay(context.Background(), conn, pub, dlq.ReplayOptions{Queue: q})
 	if err == nil || !strings.Contains(err.Error(), "1 other reader(s)") || res.Replayed != 0 {
 		t.Fatalf("with every letter held by another reader: %+v, %v; want an error that says so", res, err)
+	}
+}
+
+// An interrupted replay stops after the batch on the wire: that batch is
+// replayed and removed whole, and every later letter stays in the DLQ.
+func TestReplayStopsWhenInterrupted(t *testing.T) {
+	t.Parallel()
+	admin, conn, q := fixture(t)
+	const n = 300
+	letters := make([]amqp.Publishing, n)
+	for i := range letters {
+		letters[i] = letter(q, fmt.Sprintf("i%d", i), "boom", worker.KindError, "2026-01-01T00:00:00Z")
+	}
+	admin.PublishBatch("", retry.DLQ(q), letters)
+	pub := conn.NewPublisher()
+	defer pub.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	res, err := dlq.Replay(ctx, conn, pub, dlq.ReplayOptions{Queue: q, Progress: func(dlq.ReplayResult) { cancel() }})
+	if !errors.Is(err, context.Canceled) || res.Replayed == 0 || res.Replayed >= n {
+		t.Fatalf("interrupted after the first batch: %+v, %v; want some replayed, not all, and the interruption", res, err)
+	}
+	if got, _ := testenv.WaitStable(10*time.Second, time.Second, func() int { return admin.Count(retry.DLQ(q)) }); got != n-res.Replayed {
+		t.Fatalf("the DLQ holds %d letters after %d of %d were replayed", got, res.Replayed, n)
+	}
+	if got := admin.Count(q); got != res.Replayed {
+		t.Fatalf("the queue holds %d copies, want %d", got, res.Replayed)
 	}
 }

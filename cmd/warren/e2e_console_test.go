@@ -403,7 +403,14 @@ func TestE2EConsoleOverviewGroupsPurge(t *testing.T) {
 // returns the status.
 func getWith(t *testing.T, url, host string, header http.Header) int {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, url, nil)
+	return requestWith(t, http.MethodGet, url, host, header)
+}
+
+// requestWith sends a request with a Host and headers of the test's
+// choice and returns the status.
+func requestWith(t *testing.T, method, url, host string, header http.Header) int {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,8 +445,10 @@ func TestE2EConsoleRefusesForeignRequests(t *testing.T) {
 
 	_, open := startConsole(t, e, "-insecure-no-auth", q)
 	port := open[strings.LastIndex(open, ":")+1:]
-	for host, want := range map[string]int{"": http.StatusOK, "localhost:" + port: http.StatusOK,
-		"[::1]:" + port: http.StatusOK, "rebind.example:" + port: http.StatusMisdirectedRequest, "10.1.2.3": http.StatusMisdirectedRequest} {
+	for host, want := range map[string]int{"": http.StatusOK, "localhost:" + port: http.StatusOK, "LOCALHOST.:" + port: http.StatusOK,
+		"app.localhost:" + port: http.StatusOK, "[::1]:" + port: http.StatusOK, "127.0.0.2": http.StatusOK,
+		"rebind.example:" + port: http.StatusMisdirectedRequest, "10.1.2.3": http.StatusMisdirectedRequest,
+		"localhost.rebind.example": http.StatusMisdirectedRequest} {
 		if got := getWith(t, open+"/", host, nil); got != want {
 			t.Errorf("no auth, Host %q: %d, want %d", host, got, want)
 		}
@@ -448,17 +457,21 @@ func TestE2EConsoleRefusesForeignRequests(t *testing.T) {
 	_, base := startConsole(t, e.with("WARREN_CONSOLE_TOKEN", "t0ken-for-the-test"), q)
 	bearer := "Bearer t0ken-for-the-test"
 	for _, c := range []struct {
-		site, mode string
-		want       int
-	}{{"", "", http.StatusOK}, {"same-origin", "cors", http.StatusOK}, {"cross-site", "navigate", http.StatusOK},
-		{"cross-site", "cors", http.StatusForbidden}, {"cross-site", "no-cors", http.StatusForbidden}} {
+		method, site, mode, dest string
+		want                     int
+	}{{"GET", "", "", "", http.StatusOK}, {"GET", "same-origin", "cors", "empty", http.StatusOK},
+		{"GET", "cross-site", "navigate", "document", http.StatusOK},
+		{"GET", "cross-site", "navigate", "iframe", http.StatusForbidden},
+		{"GET", "cross-site", "cors", "empty", http.StatusForbidden}, {"GET", "cross-site", "no-cors", "image", http.StatusForbidden},
+		{"HEAD", "cross-site", "no-cors", "empty", http.StatusForbidden}} {
 		h := http.Header{"Authorization": {bearer}}
 		if c.site != "" {
 			h.Set("Sec-Fetch-Site", c.site)
 			h.Set("Sec-Fetch-Mode", c.mode)
+			h.Set("Sec-Fetch-Dest", c.dest)
 		}
-		if got := getWith(t, base+"/groups", "", h); got != c.want {
-			t.Errorf("Sec-Fetch-Site %q, Sec-Fetch-Mode %q: %d, want %d", c.site, c.mode, got, c.want)
+		if got := requestWith(t, c.method, base+"/groups", "", h); got != c.want {
+			t.Errorf("%s with Sec-Fetch-Site %q, Sec-Fetch-Mode %q, Sec-Fetch-Dest %q: %d, want %d", c.method, c.site, c.mode, c.dest, got, c.want)
 		}
 	}
 }

@@ -74,10 +74,11 @@ func (g *guard) wrap(next func(w http.ResponseWriter, r *http.Request, who strin
 			g.deny(w, r)
 			return
 		}
-		if r.Method == http.MethodGet && r.Header.Get("Sec-Fetch-Site") == "cross-site" && r.Header.Get("Sec-Fetch-Mode") != "navigate" {
-			// A page of another site fetching ours in the background
-			// with the browser's basic-auth credentials: each page read
-			// may read a DLQ. Following a link from elsewhere passes.
+		if r.Header.Get("Sec-Fetch-Site") == "cross-site" && (r.Header.Get("Sec-Fetch-Mode") != "navigate" || r.Header.Get("Sec-Fetch-Dest") != "document") {
+			// A page of another site fetching ours in the background (or
+			// in a frame, or with HEAD, which runs the GET handler) with
+			// the browser's basic-auth credentials: each page read may
+			// read a DLQ. Following a link from elsewhere passes.
 			g.log.Warn("console: cross-site request refused", zap.String("who", who), zap.String("path", r.URL.Path), zap.String("remote", r.RemoteAddr))
 			http.Error(w, "403 forbidden: a cross-site request that is not a navigation", http.StatusForbidden)
 			return

@@ -163,7 +163,9 @@ func loopbackHosts(next http.Handler, log *zap.Logger) http.Handler {
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
 		}
-		if ip := net.ParseIP(strings.Trim(host, "[]")); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		host = strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), "."))
+		local := host == "localhost" || strings.HasSuffix(host, ".localhost")
+		if ip := net.ParseIP(host); !local && (ip == nil || !ip.IsLoopback()) {
 			log.Warn("console: request for another host refused", zap.String("host", r.Host), zap.String("remote", r.RemoteAddr))
 			http.Error(w, "421 misdirected request: without authentication the console answers only to a loopback host name", http.StatusMisdirectedRequest)
 			return

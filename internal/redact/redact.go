@@ -4,7 +4,9 @@ package redact
 import (
 	"fmt"
 	"net/url"
+	"reflect"
 	"regexp"
+	"sort"
 	"strings"
 )
 
@@ -109,27 +111,56 @@ func Text(s string) string {
 	return urlInText.ReplaceAllStringFunc(s, URL)
 }
 
-// secretNames are parts of header names whose values are credentials.
-var secretNames = []string{"authoriz", "cookie", "token", "secret", "passw", "apikey", "api-key", "api_key",
-	"signature", "credential", "session", "private-key", "private_key"}
+// secretNames are parts of header names whose values are credentials,
+// matched in lower case with '-', '_', '.' and spaces removed.
+var secretNames = []string{"auth", "cookie", "token", "secret", "passw", "pwd", "apikey", "accesskey",
+	"privatekey", "signature", "credential", "session", "jwt", "bearer"}
+
+// secretName reports whether a header named name holds a credential.
+func secretName(name string) bool {
+	n := strings.NewReplacer("-", "", "_", "", ".", "", " ", "").Replace(strings.ToLower(name))
+	for _, s := range secretNames {
+		if strings.Contains(n, s) {
+			return true
+		}
+	}
+	return false
+}
 
 // Header returns a message header's value for people: hidden, with its
 // size, when the header's name says it holds a credential (an
 // authorization, a token, a password...), else its text with every URL's
-// password redacted.
+// password redacted. In a table or a list the same holds for each entry.
 func Header(name string, value any) string {
-	lower := strings.ToLower(name)
-	for _, s := range secretNames {
-		if strings.Contains(lower, s) {
-			n := len(fmt.Sprint(value))
-			if b, ok := value.([]byte); ok {
-				n = len(b)
-			}
-			return fmt.Sprintf("(hidden: %d bytes)", n)
+	if secretName(name) {
+		n := len(fmt.Sprint(value))
+		if b, ok := value.([]byte); ok {
+			n = len(b)
 		}
+		return fmt.Sprintf("(hidden: %d bytes)", n)
 	}
 	if b, ok := value.([]byte); ok {
-		value = string(b)
+		return Text(string(b))
+	}
+	v := reflect.ValueOf(value)
+	switch {
+	case v.Kind() == reflect.Map && v.Type().Key().Kind() == reflect.String:
+		keys := make([]string, 0, v.Len())
+		for _, k := range v.MapKeys() {
+			keys = append(keys, k.String())
+		}
+		sort.Strings(keys)
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			parts[i] = k + ":" + Header(k, v.MapIndex(reflect.ValueOf(k).Convert(v.Type().Key())).Interface())
+		}
+		return "map[" + strings.Join(parts, " ") + "]"
+	case v.Kind() == reflect.Slice || v.Kind() == reflect.Array:
+		parts := make([]string, v.Len())
+		for i := range parts {
+			parts[i] = Header(name, v.Index(i).Interface())
+		}
+		return "[" + strings.Join(parts, " ") + "]"
 	}
 	return Text(fmt.Sprint(value))
 }

@@ -83,6 +83,12 @@ func TestHeader(t *testing.T) {
 		{"tenant", "acme", "acme"},
 		{"raw", []byte("text"), "text"},
 		{"callback", "see https://u:pw@example.com/cb now", "see https://u:xxxxx@example.com/cb now"},
+		{"X-Private Key", "k", "(hidden: 1 bytes)"},
+		{"x-access.key", "k", "(hidden: 1 bytes)"},
+		{"my_JWT", "k", "(hidden: 1 bytes)"},
+		{"meta", map[string]any{"tenant": "acme", "Authorization": "Bearer abc", "list": []any{int32(1), "x"}},
+			"map[Authorization:(hidden: 10 bytes) list:[1 x] tenant:acme]"},
+		{"hops", []any{map[string]any{"password": "pw"}}, "[map[password:(hidden: 2 bytes)]]"},
 	} {
 		if got := Header(c.name, c.value); got != c.want {
 			t.Errorf("Header(%q, %v) = %q, want %q", c.name, c.value, got, c.want)
