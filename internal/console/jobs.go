@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -108,6 +109,7 @@ func (c *Console) replayJob(dlqs []string, o dlq.ReplayOptions) func(context.Con
 		}
 		defer release()
 		base := dlq.ReplayResult{}
+		var errs []error
 		for _, q := range dlqs {
 			o := o
 			o.Queue = q
@@ -125,10 +127,15 @@ func (c *Console) replayJob(dlqs []string, o dlq.ReplayOptions) func(context.Con
 			base.Total, base.Seen, base.Replayed = base.Total+res.Total, base.Seen+res.Seen, base.Replayed+res.Replayed
 			update(func(j *job) { j.Total, j.Seen, j.Moved = base.Total, base.Seen, base.Replayed })
 			if err != nil {
-				return err
+				// The other DLQs are replayed all the same: a letter
+				// refused in one says nothing about the others.
+				errs = append(errs, err)
+			}
+			if ctx.Err() != nil {
+				break
 			}
 		}
-		return nil
+		return errors.Join(errs...)
 	}
 }
 
