@@ -858,7 +858,15 @@ func tierPassed(gap, tier time.Duration) bool { return gap >= tier-tier/100-time
 func TestCopiesOfAnotherUsersMessage(t *testing.T) {
 	t.Parallel()
 	user := fmt.Sprintf("warren-producer-%d", time.Now().UnixNano())
-	for _, args := range [][]string{{"add_user", user, "pw"}, {"set_permissions", "-p", "/", user, ".*", ".*", ".*"}} {
+	u, err := url.Parse(testenv.AMQPURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	vhost, _ := url.PathUnescape(strings.TrimPrefix(u.Path, "/"))
+	if vhost == "" {
+		vhost = "/"
+	}
+	for _, args := range [][]string{{"add_user", user, "pw"}, {"set_permissions", "-p", vhost, user, ".*", ".*", ".*"}} {
 		if out, err := testenv.Rabbitmqctl(t, args...); err != nil {
 			t.Fatalf("rabbitmqctl %s: %v: %s", args[0], err, out)
 		}
@@ -876,10 +884,6 @@ func TestCopiesOfAnotherUsersMessage(t *testing.T) {
 		}),
 	}).start()
 
-	u, err := url.Parse(testenv.AMQPURL())
-	if err != nil {
-		t.Fatal(err)
-	}
 	u.User = url.UserPassword(user, "pw")
 	pc, err := amqp.Dial(u.String())
 	if err != nil {
