@@ -136,11 +136,20 @@ func deadLetterKind(admin *testenv.Admin, q, id, body, errText, kind string) {
 // status and headers of the answer.
 func httpDo(t *testing.T, method, url string, header http.Header) (int, http.Header) {
 	t.Helper()
+	return httpDoHost(t, method, url, "", header)
+}
+
+// httpDoHost is httpDo with a Host of the test's choice ("": the URL's).
+func httpDoHost(t *testing.T, method, url, host string, header http.Header) (int, http.Header) {
+	t.Helper()
 	req, err := http.NewRequest(method, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header = header
+	if host != "" {
+		req.Host = host
+	}
 	tr := &http.Transport{DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 10 * time.Second,
@@ -399,37 +408,6 @@ func TestE2EConsoleOverviewGroupsPurge(t *testing.T) {
 	screenshot(t, ctx, "purged.png")
 }
 
-// getWith sends a GET with a Host and headers of the test's choice and
-// returns the status.
-func getWith(t *testing.T, url, host string, header http.Header) int {
-	t.Helper()
-	return requestWith(t, http.MethodGet, url, host, header)
-}
-
-// requestWith sends a request with a Host and headers of the test's
-// choice and returns the status.
-func requestWith(t *testing.T, method, url, host string, header http.Header) int {
-	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header = header
-	if host != "" {
-		req.Host = host
-	}
-	tr := &http.Transport{DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
-	c := &http.Client{Transport: tr, Timeout: 10 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	_ = resp.Body.Close()
-	return resp.StatusCode
-}
-
 // TestE2EConsoleRefusesForeignRequests: without authentication, on a
 // loopback address, the console answers only to loopback host names (a
 // site rebinding its own name to 127.0.0.1 gets nothing); with
@@ -449,7 +427,7 @@ func TestE2EConsoleRefusesForeignRequests(t *testing.T) {
 		"app.localhost:" + port: http.StatusOK, "[::1]:" + port: http.StatusOK, "127.0.0.2": http.StatusOK,
 		"rebind.example:" + port: http.StatusMisdirectedRequest, "10.1.2.3": http.StatusMisdirectedRequest,
 		"localhost.rebind.example": http.StatusMisdirectedRequest} {
-		if got := getWith(t, open+"/", host, nil); got != want {
+		if got, _ := httpDoHost(t, "GET", open+"/", host, nil); got != want {
 			t.Errorf("no auth, Host %q: %d, want %d", host, got, want)
 		}
 	}
@@ -470,7 +448,7 @@ func TestE2EConsoleRefusesForeignRequests(t *testing.T) {
 			h.Set("Sec-Fetch-Mode", c.mode)
 			h.Set("Sec-Fetch-Dest", c.dest)
 		}
-		if got := requestWith(t, c.method, base+"/groups", "", h); got != c.want {
+		if got, _ := httpDo(t, c.method, base+"/groups", h); got != c.want {
 			t.Errorf("%s with Sec-Fetch-Site %q, Sec-Fetch-Mode %q, Sec-Fetch-Dest %q: %d, want %d", c.method, c.site, c.mode, c.dest, got, c.want)
 		}
 	}
