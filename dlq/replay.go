@@ -143,11 +143,7 @@ func (o ReplayOptions) flush(ctx context.Context, b *broker.Browser, pub *broker
 	for i, l := range batch {
 		out[i].Exchange, out[i].RoutingKey = o.target(l)
 		out[i].Message = Fresh(l.Delivery)
-		if m := &out[i].Message; m.UserID != "" && m.UserID != user {
-			// The broker refuses a user_id that is not the publisher's
-			// (see worker.HeaderOriginalUserID).
-			m.Headers[worker.HeaderOriginalUserID], m.UserID = m.UserID, ""
-		}
+		worker.MoveUserID(&out[i].Message, out[i].Message.Headers, user)
 	}
 	var errs []error
 	if !o.DryRun {

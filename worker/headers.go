@@ -111,12 +111,12 @@ type copier struct {
 	user    string // the broker user the copies are published as
 }
 
-// ownUser drops m's user_id property when it names another user than
-// the one the copies are published as (the broker would refuse the copy,
-// and the message could be neither retried nor dead-lettered with its
-// reason), keeping it in HeaderOriginalUserID.
-func (c copier) ownUser(m *broker.Message, h map[string]any) {
-	if m.UserID != "" && m.UserID != c.user {
+// MoveUserID prepares m, a copy with the headers h, to be published as
+// user: a user_id property naming another user moves to
+// HeaderOriginalUserID in h, since the broker would refuse the copy (and
+// a retry or dead letter could not be stored).
+func MoveUserID(m *broker.Message, h map[string]any, user string) {
+	if m.UserID != "" && m.UserID != user {
 		h[HeaderOriginalUserID] = m.UserID
 		m.UserID = ""
 	}
@@ -142,7 +142,7 @@ func (c copier) retryMessage(bd *broker.Delivery, d *Delivery, res result) broke
 	m := bd.Message
 	m.Expiration = "" // the tier's TTL decides when it comes back
 	h := copyHeaders(bd, d)
-	c.ownUser(&m, h)
+	MoveUserID(&m, h, c.user)
 	next := d.Attempt
 	switch {
 	case res.spend:
@@ -162,7 +162,7 @@ func (c copier) deadLetter(bd *broker.Delivery, d *Delivery, res result) broker.
 	m := bd.Message
 	m.Expiration = "" // as the broker does when it dead-letters: a dead letter never expires
 	h := copyHeaders(bd, d)
-	c.ownUser(&m, h)
+	MoveUserID(&m, h, c.user)
 	c.failureHeaders(h, res, d.Attempt)
 	delete(h, HeaderInProgress) // a replay starts its waits afresh
 	h[HeaderDeadLetterReason] = res.Reason
