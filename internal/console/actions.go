@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -130,7 +129,7 @@ func (c *Console) jobStatus(w http.ResponseWriter, r *http.Request, _ string) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]any{"done": j.Done, "total": j.Total, "seen": j.Seen, "moved": j.Moved, "error": scrub(j.Err)})
+	_ = json.NewEncoder(w).Encode(map[string]any{"done": j.Done, "total": j.Total, "seen": j.Seen, "moved": j.Moved, "error": redact.Text(j.Err)})
 }
 
 func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
@@ -148,11 +147,4 @@ func (c *Console) loginPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, "/", http.StatusSeeOther)
-}
-
-var urlText = regexp.MustCompile(`[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s"'<>]+`)
-
-// scrub redacts the password of every URL in s.
-func scrub(s string) string {
-	return urlText.ReplaceAllStringFunc(s, redact.URL)
 }

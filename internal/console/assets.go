@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/warrenmq/warren/internal/redact"
 )
 
 //go:embed templates/*.html static/*
@@ -18,7 +20,7 @@ var assets embed.FS
 type pages map[string]*template.Template
 
 var funcs = template.FuncMap{
-	"scrub": scrub,
+	"scrub": redact.Text,
 	"when":  when,
 	"num":   num,
 	"rate":  func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
