@@ -88,9 +88,13 @@ func (p *Publisher) await(ctx context.Context, s *pubSession, pend *pending, err
 		if errors.As(pend.err, &tl) {
 			return pend.err // the same body would be refused again
 		}
-		if pend.lost || errors.As(pend.err, &ce) {
-			// Lost, or failed with the whole channel: try it on its own.
+		if pend.lost {
 			return p.publish(ctx, out.Exchange, out.RoutingKey, out.Message)
+		}
+		if errors.As(pend.err, &ce) {
+			// Failed with the whole channel: find out whose failure it is.
+			pub := out.Message.publishing()
+			return p.publishAlone(ctx, out.Exchange, out.RoutingKey, &pub)
 		}
 		p.count(pend.err)
 		return pend.err

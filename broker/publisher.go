@@ -38,17 +38,21 @@ func (e *UnroutableError) Error() string {
 // before the confirm is published again on the next channel, so a message
 // may arrive twice but a nil error always means the broker stored it.
 type Publisher struct {
-	stats   PublisherStats
-	conn    *Conn
-	log     *zap.Logger
-	open    chan struct{} // a one-slot lock around opening a session
-	mu      sync.Mutex
-	sess    *pubSession
-	closing chan struct{}
-	once    sync.Once
-	wg      sync.WaitGroup
-	size    sizeLimit    // the broker's message size limit, once it named it
-	tracer  trace.Tracer // nil when tracing is off
+	stats PublisherStats
+	conn  *Conn
+	log   *zap.Logger
+	open  chan struct{} // a one-slot lock around opening a session
+	mu    sync.Mutex
+	sess  *pubSession
+	// alone is a one-slot lock around aloneSess, a channel of its own on
+	// which publishes go one at a time after a channel exception.
+	alone     chan struct{}
+	aloneSess *pubSession
+	closing   chan struct{}
+	once      sync.Once
+	wg        sync.WaitGroup
+	size      sizeLimit    // the broker's message size limit, once it named it
+	tracer    trace.Tracer // nil when tracing is off
 }
 
 // PublisherStats counts what the broker answered to publishes.
@@ -67,6 +71,7 @@ func (c *Conn) NewPublisher() *Publisher {
 		conn:    c,
 		log:     c.log.Named("publisher"),
 		open:    make(chan struct{}, 1),
+		alone:   make(chan struct{}, 1),
 		closing: make(chan struct{}),
 		tracer:  c.tracer(),
 	}
@@ -76,7 +81,11 @@ func (c *Conn) NewPublisher() *Publisher {
 // for the broker's confirm. An empty MessageID is filled with a new id.
 // It returns nil only for a confirmed message; *UnroutableError when no
 // queue took it; ErrNacked when the broker refused it three times, each on
-// a new channel; *MessageTooLargeError when the body is over the broker's
+// a new channel; *ChannelError when the broker closed the channel over
+// this message (a missing exchange, a refused permission): a channel
+// exception fails every publish in flight, so each of them is published
+// again alone on a channel of its own, and only the one that fails there
+// too gets the error; *MessageTooLargeError when the body is over the broker's
 // max_message_size (once the broker has refused one body for its size,
 // larger ones fail at once, without closing the channel under other
 // publishes); a wrapped ctx error when ctx ended first (the message may or
@@ -111,7 +120,7 @@ func (p *Publisher) publish(ctx context.Context, exchange, key string, msg Messa
 		return err
 	}
 	pub := msg.publishing()
-	channelErrors, nacks := 0, 0
+	nacks := 0
 	for {
 		s, err := p.session(ctx)
 		if err != nil {
@@ -142,11 +151,10 @@ func (p *Publisher) publish(ctx context.Context, exchange, key string, msg Messa
 				nacks++
 				continue
 			}
-			if errors.As(pend.err, &ce) && channelErrors < maxChannelErrors {
+			if errors.As(pend.err, &ce) {
 				// A channel exception fails every publish in flight, not
-				// only the one that caused it: try again on a new channel.
-				channelErrors++
-				continue
+				// only the one that caused it: find out whose it is.
+				return p.publishAlone(ctx, exchange, key, &pub)
 			}
 			p.count(pend.err)
 			return pend.err
@@ -179,15 +187,99 @@ type publishOptions struct{ keepID bool }
 // that their properties stay unchanged.
 func KeepMessageID() PublishOption { return func(o *publishOptions) { o.keepID = true } }
 
-// Close closes the publisher's channel. Publishes in flight fail with
+// publishAlone publishes pub after a channel exception failed it. The
+// exception closed the channel under every publish in flight, and only
+// one of them (or none: another client's action) caused it. Publishing
+// them again together on a new channel lets a message that fails every
+// time use up the tries of the others. So each goes again alone, on a
+// channel of its own, waiting for its confirm before the next goes: a
+// channel exception there is the message's own, and is returned.
+// Nothing else waits behind this path: publishes that did not meet the
+// exception go on on the shared channel.
+func (p *Publisher) publishAlone(ctx context.Context, exchange, key string, pub *amqp.Publishing) error {
+	select {
+	case p.alone <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("waiting to publish message %q again: %w", pub.MessageId, ctx.Err())
+	case <-p.closing:
+		return ErrClosed
+	}
+	defer func() { <-p.alone }()
+	nacks := 0
+	bo := backoff{min: p.conn.cfg.MinBackoff, max: p.conn.cfg.MaxBackoff}
+	for {
+		s := p.aloneSess
+		if s == nil || s.isDead() || s.nacked.Load() {
+			if s != nil {
+				_ = s.ch.Close()
+			}
+			var err error
+			if s, err = p.openAlone(ctx); err != nil {
+				if errors.Is(err, ErrClosed) || ctx.Err() != nil {
+					return err
+				}
+				p.log.Warn("opening a publisher channel failed", zap.Error(err))
+				if err := sleep(ctx, p.closing, bo.next()); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		pend, err := s.publish(ctx, exchange, key, pub)
+		if err != nil {
+			if s.isDead() {
+				continue
+			}
+			return fmt.Errorf("publishing message %q: %w", pub.MessageId, err)
+		}
+		select {
+		case <-pend.done:
+			if pend.lost {
+				continue
+			}
+			if errors.Is(pend.err, ErrNacked) && nacks < maxNacks {
+				nacks++
+				continue
+			}
+			p.count(pend.err)
+			return pend.err
+		case <-ctx.Done():
+			s.forget(pend.tag)
+			return fmt.Errorf("waiting for the confirm of message %q: %w", pub.MessageId, ctx.Err())
+		}
+	}
+}
+
+// openAlone opens the channel of publishAlone, which holds p.alone.
+func (p *Publisher) openAlone(ctx context.Context) (*pubSession, error) {
+	s, err := p.dialSession(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	p.aloneSess = s
+	p.mu.Unlock()
+	select {
+	case <-p.closing: // Close ran while we opened: do not leave this behind.
+		_ = s.ch.Close()
+		return nil, ErrClosed
+	default:
+	}
+	return s, nil
+}
+
+// Close closes the publisher's channels. Publishes in flight fail with
 // ErrClosed.
 func (p *Publisher) Close() error {
 	p.once.Do(func() { close(p.closing) })
 	p.mu.Lock()
-	s := p.sess
+	s, alone := p.sess, p.aloneSess
 	p.mu.Unlock()
 	if s != nil {
 		_ = s.ch.Close()
+	}
+	if alone != nil {
+		_ = alone.ch.Close()
 	}
 	p.wg.Wait()
 	return nil
@@ -235,6 +327,34 @@ func (p *Publisher) liveSession() *pubSession {
 }
 
 func (p *Publisher) openSession(ctx context.Context) (*pubSession, error) {
+	s, err := p.dialSession(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	old := p.sess
+	p.sess = s
+	p.mu.Unlock()
+	if old != nil && !old.isDead() {
+		// A nacked session is replaced: a quorum queue client on a
+		// RabbitMQ 3.10 channel opened while the queue had no leader
+		// goes on nacking every publish after a new leader is elected,
+		// while a new channel is accepted. Its unconfirmed publishes are
+		// marked lost when it closes, and published again here.
+		p.log.Info("replacing the publisher channel after a nack")
+		_ = old.ch.Close()
+	}
+	select {
+	case <-p.closing: // Close ran while we opened: do not leave this behind.
+		_ = s.ch.Close()
+		return nil, ErrClosed
+	default:
+	}
+	return s, nil
+}
+
+// dialSession opens a confirm-mode channel and starts its confirm loop.
+func (p *Publisher) dialSession(ctx context.Context) (*pubSession, error) {
 	select {
 	case <-p.closing:
 		return nil, ErrClosed
@@ -262,35 +382,12 @@ func (p *Publisher) openSession(ctx context.Context) (*pubSession, error) {
 		defer p.wg.Done()
 		s.loop(p.log, confirms, returns, closed)
 	}()
-	p.mu.Lock()
-	old := p.sess
-	p.sess = s
-	p.mu.Unlock()
-	if old != nil && !old.isDead() {
-		// A nacked session is replaced: a quorum queue client on a
-		// RabbitMQ 3.10 channel opened while the queue had no leader
-		// goes on nacking every publish after a new leader is elected,
-		// while a new channel is accepted. Its unconfirmed publishes are
-		// marked lost when it closes, and published again here.
-		p.log.Info("replacing the publisher channel after a nack")
-		_ = old.ch.Close()
-	}
-	select {
-	case <-p.closing: // Close ran while we opened: do not leave this behind.
-		_ = ch.Close()
-		return nil, ErrClosed
-	default:
-	}
 	return s, nil
 }
 
 // maxNacks is how often a nacked publish is tried again, each time on a
 // new channel, before ErrNacked is returned.
 const maxNacks = 2
-
-// maxChannelErrors is how often a publish is tried again after a channel
-// exception before the exception is taken to be its own.
-const maxChannelErrors = 2
 
 // Buffers of the publisher's notification channels.
 const (
