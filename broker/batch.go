@@ -94,7 +94,7 @@ func (p *Publisher) await(ctx context.Context, s *pubSession, pend *pending, err
 		if errors.As(pend.err, &ce) {
 			// Failed with the whole channel: find out whose failure it is.
 			pub := out.Message.publishing()
-			return p.publishAlone(ctx, out.Exchange, out.RoutingKey, &pub)
+			return p.publishAlone(ctx, out.Exchange, out.RoutingKey, &pub, 0)
 		}
 		p.count(pend.err)
 		return pend.err

@@ -44,15 +44,15 @@ type Publisher struct {
 	open  chan struct{} // a one-slot lock around opening a session
 	mu    sync.Mutex
 	sess  *pubSession
-	// alone is a one-slot lock around aloneSess, a channel of its own on
-	// which publishes go one at a time after a channel exception.
-	alone     chan struct{}
-	aloneSess *pubSession
-	closing   chan struct{}
-	once      sync.Once
-	wg        sync.WaitGroup
-	size      sizeLimit    // the broker's message size limit, once it named it
-	tracer    trace.Tracer // nil when tracing is off
+	// alone holds the free slots of publishAlone, each a channel of its
+	// own that carries one publish at a time; slots lists them all.
+	alone   chan *aloneSlot
+	slots   []*aloneSlot
+	closing chan struct{}
+	once    sync.Once
+	wg      sync.WaitGroup
+	size    sizeLimit    // the broker's message size limit, once it named it
+	tracer  trace.Tracer // nil when tracing is off
 }
 
 // PublisherStats counts what the broker answered to publishes.
@@ -67,14 +67,20 @@ func (p *Publisher) Stats() *PublisherStats { return &p.stats }
 
 // NewPublisher returns a publisher on c. Its channel opens on first use.
 func (c *Conn) NewPublisher() *Publisher {
-	return &Publisher{
+	p := &Publisher{
 		conn:    c,
 		log:     c.log.Named("publisher"),
 		open:    make(chan struct{}, 1),
-		alone:   make(chan struct{}, 1),
+		alone:   make(chan *aloneSlot, aloneSlots),
 		closing: make(chan struct{}),
 		tracer:  c.tracer(),
 	}
+	for range aloneSlots {
+		s := &aloneSlot{}
+		p.slots = append(p.slots, s)
+		p.alone <- s
+	}
+	return p
 }
 
 // Publish sends msg to exchange with routing key key, mandatory, and waits
@@ -154,7 +160,7 @@ func (p *Publisher) publish(ctx context.Context, exchange, key string, msg Messa
 			if errors.As(pend.err, &ce) {
 				// A channel exception fails every publish in flight, not
 				// only the one that caused it: find out whose it is.
-				return p.publishAlone(ctx, exchange, key, &pub)
+				return p.publishAlone(ctx, exchange, key, &pub, nacks)
 			}
 			p.count(pend.err)
 			return pend.err
@@ -187,34 +193,42 @@ type publishOptions struct{ keepID bool }
 // that their properties stay unchanged.
 func KeepMessageID() PublishOption { return func(o *publishOptions) { o.keepID = true } }
 
+// aloneSlot is one channel of publishAlone. Its holder (who took it from
+// Publisher.alone) owns sess, and writes it under Publisher.mu.
+type aloneSlot struct{ sess *pubSession }
+
 // publishAlone publishes pub after a channel exception failed it. The
 // exception closed the channel under every publish in flight, and only
 // one of them (or none: another client's action) caused it. Publishing
 // them again together on a new channel lets a message that fails every
 // time use up the tries of the others. So each goes again alone, on a
-// channel of its own, waiting for its confirm before the next goes: a
-// channel exception there is the message's own, and is returned.
-// Nothing else waits behind this path: publishes that did not meet the
-// exception go on on the shared channel.
-func (p *Publisher) publishAlone(ctx context.Context, exchange, key string, pub *amqp.Publishing) error {
+// channel that carries no other publish until its confirm: a channel
+// exception there is the message's own, and is returned. Publishes that
+// did not meet the exception go on on the shared channel; those that did
+// share aloneSlots such channels. nacks is how often pub was nacked
+// already.
+func (p *Publisher) publishAlone(ctx context.Context, exchange, key string, pub *amqp.Publishing, nacks int) error {
+	if err := p.size.check(int64(len(pub.Body)), pub.MessageId, exchange, key); err != nil {
+		return err // learned meanwhile
+	}
+	var slot *aloneSlot
 	select {
-	case p.alone <- struct{}{}:
+	case slot = <-p.alone:
 	case <-ctx.Done():
 		return fmt.Errorf("waiting to publish message %q again: %w", pub.MessageId, ctx.Err())
 	case <-p.closing:
 		return ErrClosed
 	}
-	defer func() { <-p.alone }()
-	nacks := 0
+	defer func() { p.alone <- slot }()
 	bo := backoff{min: p.conn.cfg.MinBackoff, max: p.conn.cfg.MaxBackoff}
 	for {
-		s := p.aloneSess
+		s := slot.sess
 		if s == nil || s.isDead() || s.nacked.Load() {
 			if s != nil {
 				_ = s.ch.Close()
 			}
 			var err error
-			if s, err = p.openAlone(ctx); err != nil {
+			if s, err = p.dialSession(ctx, func(s *pubSession) { slot.sess = s }); err != nil {
 				if errors.Is(err, ErrClosed) || ctx.Err() != nil {
 					return err
 				}
@@ -244,42 +258,31 @@ func (p *Publisher) publishAlone(ctx context.Context, exchange, key string, pub 
 			p.count(pend.err)
 			return pend.err
 		case <-ctx.Done():
+			// The message may still close the channel: the next holder
+			// of the slot must not take that for its own.
 			s.forget(pend.tag)
+			s.markDead()
+			_ = s.ch.Close()
 			return fmt.Errorf("waiting for the confirm of message %q: %w", pub.MessageId, ctx.Err())
 		}
 	}
-}
-
-// openAlone opens the channel of publishAlone, which holds p.alone.
-func (p *Publisher) openAlone(ctx context.Context) (*pubSession, error) {
-	s, err := p.dialSession(ctx)
-	if err != nil {
-		return nil, err
-	}
-	p.mu.Lock()
-	p.aloneSess = s
-	p.mu.Unlock()
-	select {
-	case <-p.closing: // Close ran while we opened: do not leave this behind.
-		_ = s.ch.Close()
-		return nil, ErrClosed
-	default:
-	}
-	return s, nil
 }
 
 // Close closes the publisher's channels. Publishes in flight fail with
 // ErrClosed.
 func (p *Publisher) Close() error {
 	p.once.Do(func() { close(p.closing) })
+	// No session opens after this: dialSession checks closing under mu.
 	p.mu.Lock()
-	s, alone := p.sess, p.aloneSess
-	p.mu.Unlock()
-	if s != nil {
-		_ = s.ch.Close()
+	open := []*pubSession{p.sess}
+	for _, slot := range p.slots {
+		open = append(open, slot.sess)
 	}
-	if alone != nil {
-		_ = alone.ch.Close()
+	p.mu.Unlock()
+	for _, s := range open {
+		if s != nil {
+			_ = s.ch.Close()
+		}
 	}
 	p.wg.Wait()
 	return nil
@@ -327,14 +330,11 @@ func (p *Publisher) liveSession() *pubSession {
 }
 
 func (p *Publisher) openSession(ctx context.Context) (*pubSession, error) {
-	s, err := p.dialSession(ctx)
+	var old *pubSession
+	s, err := p.dialSession(ctx, func(s *pubSession) { old, p.sess = p.sess, s })
 	if err != nil {
 		return nil, err
 	}
-	p.mu.Lock()
-	old := p.sess
-	p.sess = s
-	p.mu.Unlock()
 	if old != nil && !old.isDead() {
 		// A nacked session is replaced: a quorum queue client on a
 		// RabbitMQ 3.10 channel opened while the queue had no leader
@@ -344,17 +344,13 @@ func (p *Publisher) openSession(ctx context.Context) (*pubSession, error) {
 		p.log.Info("replacing the publisher channel after a nack")
 		_ = old.ch.Close()
 	}
-	select {
-	case <-p.closing: // Close ran while we opened: do not leave this behind.
-		_ = s.ch.Close()
-		return nil, ErrClosed
-	default:
-	}
 	return s, nil
 }
 
-// dialSession opens a confirm-mode channel and starts its confirm loop.
-func (p *Publisher) dialSession(ctx context.Context) (*pubSession, error) {
+// dialSession opens a confirm-mode channel, records it with install
+// (called under p.mu) and starts its confirm loop. Once Close has begun
+// it returns ErrClosed and leaves nothing open.
+func (p *Publisher) dialSession(ctx context.Context, install func(*pubSession)) (*pubSession, error) {
 	select {
 	case <-p.closing:
 		return nil, ErrClosed
@@ -377,13 +373,26 @@ func (p *Publisher) dialSession(ctx context.Context) (*pubSession, error) {
 	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, confirmBuffer))
 	returns := ch.NotifyReturn(make(chan amqp.Return, returnBuffer))
 	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
-	p.wg.Add(1)
+	p.mu.Lock()
+	select {
+	case <-p.closing: // Close ran while we opened: do not leave this behind.
+		p.mu.Unlock()
+		_ = ch.Close()
+		return nil, ErrClosed
+	default:
+	}
+	install(s)
+	p.wg.Add(1) // before Close's Wait, which comes after its own look under mu
+	p.mu.Unlock()
 	go func() {
 		defer p.wg.Done()
 		s.loop(p.log, confirms, returns, closed)
 	}()
 	return s, nil
 }
+
+// aloneSlots is how many channels publishAlone uses at most at once.
+const aloneSlots = 4
 
 // maxNacks is how often a nacked publish is tried again, each time on a
 // new channel, before ErrNacked is returned.
