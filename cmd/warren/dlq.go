@@ -107,14 +107,14 @@ func dlqShow(ctx context.Context, args []string, out io.Writer) error {
 }
 
 func printDeadLetter(out io.Writer, n int, l *dlq.Letter, bodyBytes int) {
-	fmt.Fprintf(out, "--- %d: message %s\n", n, l.MessageID)
+	fmt.Fprintf(out, "--- %d: message %s\n", n, forTerminal(l.MessageID))
 	keys := make([]string, 0, len(l.Headers))
 	for k := range l.Headers {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		fmt.Fprintf(out, "  %s: %s\n", k, redact.Header(k, l.Headers[k]))
+		fmt.Fprintf(out, "  %s: %s\n", forTerminal(k), forTerminal(redact.Header(k, l.Headers[k])))
 	}
 	b := dlq.ShowBody(l.Body, dlq.AsText, bodyBytes)
 	cut := ""
@@ -122,7 +122,7 @@ func printDeadLetter(out io.Writer, n int, l *dlq.Letter, bodyBytes int) {
 		cut = fmt.Sprintf(" ... (%d bytes in all)", b.Size)
 	}
 	if b.Format == dlq.AsText {
-		fmt.Fprintf(out, "  body: %s%s\n", b.Text, cut)
+		fmt.Fprintf(out, "  body: %s%s\n", forTerminal(b.Text), cut)
 	} else {
 		fmt.Fprintf(out, "  body: %q%s\n", l.Body[:min(len(l.Body), bodyBytes)], cut)
 	}

@@ -32,7 +32,7 @@ func dlqReplay(ctx context.Context, args []string, out io.Writer) error {
 	}
 	if o.DryRun {
 		o.OnLetter = func(l *dlq.Letter, exchange, key string) {
-			fmt.Fprintf(out, "would replay %s to exchange %q with routing key %q (error: %s)\n", l.MessageID, exchange, key, l.Error)
+			fmt.Fprintf(out, "would replay %s to exchange %q with routing key %q (error: %s)\n", forTerminal(l.MessageID), exchange, key, forTerminal(l.Error))
 		}
 	}
 	last := 0
