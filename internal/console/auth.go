@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,22 +16,50 @@ import (
 
 const sessionCookie = "warren_console"
 
+// sessionTTL is how long a token login lasts. The server checks it: a
+// session cookie names the time it was issued, and is refused after.
+const sessionTTL = 12 * time.Hour
+
 // guard checks who a request comes from and that its POSTs are genuine.
 type guard struct {
-	auth    Auth
-	secret  []byte // for CSRF tokens; new at every start
-	session string // the cookie value a token login sets
-	log     *zap.Logger
-	origin  *http.CrossOriginProtection
+	auth   Auth
+	secret []byte // for CSRF tokens; new at every start
+	log    *zap.Logger
+	origin *http.CrossOriginProtection
 }
 
 func newGuard(a Auth, log *zap.Logger) *guard {
 	g := &guard{auth: a, secret: make([]byte, 32), log: log, origin: http.NewCrossOriginProtection()}
 	_, _ = rand.Read(g.secret)
-	if a.Token != "" {
-		g.session = mac([]byte(a.Token), "warren-console-session")
-	}
 	return g
+}
+
+// session is the session cookie's value for a login at issued: the time
+// and a MAC of it keyed with the token, never the token. It stays valid
+// across restarts of the console, for sessionTTL, and no longer once the
+// token changes.
+func (g *guard) session(issued time.Time) string {
+	at := strconv.FormatInt(issued.Unix(), 10)
+	return at + "." + mac([]byte(g.auth.Token), "warren-console-session\x00"+at)
+}
+
+// validSession reports whether v is a session cookie of this token, issued
+// within sessionTTL before now (and not in the future, but for a minute
+// of clock skew).
+func (g *guard) validSession(v string, now time.Time) bool {
+	at, _, ok := strings.Cut(v, ".")
+	if !ok {
+		return false
+	}
+	sec, err := strconv.ParseInt(at, 10, 64)
+	if err != nil {
+		return false
+	}
+	issued := time.Unix(sec, 0)
+	if issued.After(now.Add(time.Minute)) || now.Sub(issued) > sessionTTL {
+		return false
+	}
+	return same(v, g.session(issued))
 }
 
 func mac(key []byte, msg string) string {
@@ -52,7 +81,7 @@ func (g *guard) who(r *http.Request) string {
 		if b, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && same(b, g.auth.Token) {
 			return "token"
 		}
-		if c, err := r.Cookie(sessionCookie); err == nil && same(c.Value, g.session) {
+		if c, err := r.Cookie(sessionCookie); err == nil && g.validSession(c.Value, time.Now()) {
 			return "token"
 		}
 	}
@@ -104,14 +133,15 @@ func (g *guard) deny(w http.ResponseWriter, r *http.Request) {
 }
 
 // login checks a token typed into the login form and sets the session
-// cookie. The cookie holds a MAC of the token, never the token.
+// cookie (see session).
 func (g *guard) login(w http.ResponseWriter, r *http.Request) bool {
 	if g.auth.Token == "" || !same(r.PostFormValue("token"), g.auth.Token) {
 		g.log.Warn("console: login refused", zap.String("remote", r.RemoteAddr))
 		return false
 	}
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: g.session, Path: "/", HttpOnly: true,
-		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil, Expires: time.Now().Add(12 * time.Hour)})
+	now := time.Now()
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: g.session(now), Path: "/", HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil, Expires: now.Add(sessionTTL)})
 	g.log.Info("console: login", zap.String("who", "token"), zap.String("remote", r.RemoteAddr))
 	return true
 }
