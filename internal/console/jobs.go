@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -12,7 +13,8 @@ import (
 	"github.com/warrenmq/warren/dlq"
 )
 
-// maxJobs bounds the finished jobs kept for their pages.
+// maxJobs bounds the jobs kept for their pages; running jobs are
+// always kept.
 const maxJobs = 50
 
 // maxPlanned bounds the letters a dry run lists.
@@ -48,10 +50,7 @@ func (c *Console) start(j *job, fn func(ctx context.Context, update func(func(*j
 	c.mu.Lock()
 	c.jobs.next++
 	j.ID, j.Started = c.jobs.next, time.Now()
-	c.jobs.all = append(c.jobs.all, j)
-	if len(c.jobs.all) > maxJobs {
-		c.jobs.all = c.jobs.all[1:]
-	}
+	c.jobs.all = keepJobs(append(c.jobs.all, j))
 	c.mu.Unlock()
 	c.log.Info("console: action", zap.Int("job", j.ID), zap.String("action", j.What), zap.String("who", j.Who), zap.Bool("dry_run", j.DryRun))
 	update := func(f func(*job)) {
@@ -79,6 +78,19 @@ func (c *Console) start(j *job, fn func(ctx context.Context, update func(func(*j
 		}
 	})
 	return j.ID
+}
+
+// keepJobs drops the oldest finished job while all holds more than
+// maxJobs. A running job stays, so its page can be watched to the end.
+func keepJobs(all []*job) []*job {
+	for len(all) > maxJobs {
+		i := slices.IndexFunc(all, func(j *job) bool { return j.Done })
+		if i < 0 {
+			break
+		}
+		all = slices.Delete(all, i, i+1)
+	}
+	return all
 }
 
 // job returns a copy of job id.
