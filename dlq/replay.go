@@ -234,12 +234,14 @@ func (o ReplayOptions) target(l *Letter) (exchange, key string) {
 }
 
 // Fresh is the dead letter as a new message: the same body, properties
-// and id, without the failure and attempt headers.
+// and id, without the failure and attempt headers, and without the
+// headers the broker set when it dead-lettered the message (x-death and
+// the like), which would otherwise pile up on each round.
 func Fresh(d *broker.Delivery) broker.Message {
 	m := d.Message
 	h := make(map[string]any, len(m.Headers))
 	for k, v := range m.Headers {
-		if !IsFailureHeader(k) {
+		if !IsFailureHeader(k) && !worker.IsBrokerHeader(k) {
 			h[k] = v
 		}
 	}

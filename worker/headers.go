@@ -3,6 +3,7 @@ package worker
 import (
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -43,6 +44,11 @@ const MaxErrorHeader = 1024
 // so they do not pile up, and nothing here ever counts attempts with them.
 var brokerHeaders = []string{"x-death", "x-first-death-exchange", "x-first-death-queue",
 	"x-first-death-reason", "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count"}
+
+// IsBrokerHeader reports whether k is a header the broker sets on
+// dead-lettering or redelivery (x-death and the like). Copies of a
+// message, and replays of dead letters, leave them out.
+func IsBrokerHeader(k string) bool { return slices.Contains(brokerHeaders, k) }
 
 // viewer builds the handler's view of a route's deliveries.
 type viewer struct {
