@@ -119,6 +119,8 @@ type fakeCopies struct {
 	messages  []broker.Message
 	publish   func(queue string, m broker.Message) error
 	redeclare atomic.Int32
+	// redeclareErr, when set, is what Redeclare answers.
+	redeclareErr error
 }
 
 func (c *fakeCopies) PublishCopy(_ context.Context, queue string, m broker.Message) error {
@@ -134,7 +136,10 @@ func (c *fakeCopies) PublishCopy(_ context.Context, queue string, m broker.Messa
 	return nil
 }
 
-func (c *fakeCopies) Redeclare(context.Context) error { c.redeclare.Add(1); return nil }
+func (c *fakeCopies) Redeclare(context.Context) error {
+	c.redeclare.Add(1)
+	return c.redeclareErr
+}
 
 func (c *fakeCopies) queues() []string {
 	c.mu.Lock()

@@ -73,6 +73,31 @@ func TestPipelineRetryCopyNotStored(t *testing.T) {
 	}
 }
 
+// A message whose copy is unroutable while the topology cannot be
+// declared again is requeued only after a pause: at once, it would come
+// straight back and loop as fast as the broker delivers.
+func TestPipelineUnroutableCopyWithoutTopologyPauses(t *testing.T) {
+	copies := &fakeCopies{
+		publish: func(string, broker.Message) error {
+			return &broker.UnroutableError{RoutingKey: "q.retry.1s", ReplyCode: 312, ReplyText: "NO_ROUTE"}
+		},
+		redeclareErr: errors.New("ACCESS_REFUSED - configure access to queue 'q.retry.1s' refused"),
+	}
+	r := newRig(t, rigOptions{handler: failing(errors.New("db down")), copies: copies})
+	r.start()
+	start := time.Now()
+	tag := r.deliver("m1", nil)
+	r.acks.waitSettled(t, 1)
+	took := time.Since(start)
+	r.close()
+	if got := r.acks.result(tag); got != settledRequeue {
+		t.Errorf("original settled with %q, want %q", got, settledRequeue)
+	}
+	if took < unroutablePause {
+		t.Errorf("requeued %s after delivery, before the %s pause", took, unroutablePause)
+	}
+}
+
 // A dead letter the broker refuses falls back to the broker's own
 // dead-lettering: a reject, never an ack.
 func TestPipelineDeadLetterRefusedIsRejected(t *testing.T) {

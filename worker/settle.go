@@ -94,10 +94,15 @@ func (s *settler) releaseHeld(hctx context.Context, j *job) {
 	s.claims.release(rctx, j)
 }
 
+// unroutablePause is how long a message whose copy was unroutable waits
+// before it is requeued, when declaring the topology again failed.
+const unroutablePause = time.Second
+
 // copyFailed handles a retry copy or dead letter that the broker did not
 // confirm. The original is never acked then:
 //   - its target queue is gone (unroutable): the topology is declared
-//     again and the message requeued, to be tried again;
+//     again and the message requeued, to be tried again (after
+//     unroutablePause when the declaration failed);
 //   - the message is over the broker's max_message_size: no copy of it
 //     can be stored, so it goes to the broker's own dead-lettering at once
 //     (a reject, which the queue routes to its .dlq, unchanged), reason
@@ -128,7 +133,17 @@ func (s *settler) copyFailed(hctx context.Context, j *job, res result, err error
 	switch {
 	case errors.As(err, &ue):
 		if derr := s.copies.Redeclare(hctx); derr != nil {
-			s.log.Warn("declaring the topology again failed", zap.Error(derr))
+			// The copy's queue is still missing: requeued at once, the
+			// message would come straight back and fail the same way,
+			// as fast as the broker delivers. Hold it a moment first.
+			s.log.Warn("declaring the topology again failed; requeueing the message after a pause",
+				zap.Duration("pause", unroutablePause), zap.Error(derr))
+			t := time.NewTimer(unroutablePause)
+			select {
+			case <-t.C:
+			case <-hctx.Done():
+				t.Stop()
+			}
 		}
 	case errors.As(err, &ce):
 		res.Reason, res.err = KindUnpublished, errors.Join(res.err, err)
