@@ -28,27 +28,43 @@ const DefaultBrowseIdle = 5 * time.Second
 type Browser struct {
 	conn   *amqp.Connection
 	queue  string
-	window int
+	window int  // the most a channel's window is
+	fixed  bool // the caller chose the window: every channel has it
+	least  int  // the least a chosen window is: keeps the channels few
 	idle   time.Duration
 	total  int // ready messages when the Browser opened
 	others int // consumers of the queue when the Browser opened
 	read   int
+	bodies int64 // bytes of the bodies read
 	chans  []*browseChan
 }
 
 type browseChan struct {
-	ch    *amqp.Channel
-	tag   string // its consumer's
-	in    <-chan amqp.Delivery
-	held  int  // read and neither acked nor returned
-	acked bool // an ack went out on it (see Close)
+	ch     *amqp.Channel
+	tag    string // its consumer's
+	in     <-chan amqp.Delivery
+	window int
+	held   int  // read and neither acked nor returned
+	acked  bool // an ack went out on it (see Close)
 }
+
+// browseBytes is about how many bytes of message bodies a Browser with a
+// window of its own choosing lets wait in memory: a channel's window is
+// cut to it from the mean body size read so far.
+var browseBytes int64 = 64 << 20
+
+// browseProbe is the window of the first channel of such a Browser,
+// before it knows how large the messages are.
+const browseProbe = 32
 
 var browseSeq atomic.Uint64
 
-// Browse opens a Browser on queue with a window of prefetch per channel;
-// window <= 0 picks one that keeps the channels under about two hundred
-// (at least 2000). A missing queue is an error that wraps ErrNotFound.
+// Browse opens a Browser on queue with a window of prefetch per channel.
+// window <= 0 picks each channel's window: about 64 MiB of bodies at the
+// mean size read so far, at most 2000 messages, and never so few that
+// the channels would number over about two hundred (the first channel,
+// before any message is read, has a window of 32). A missing queue is an
+// error that wraps ErrNotFound.
 func (c *Conn) Browse(ctx context.Context, queue string, window int) (*Browser, error) {
 	live, err := c.current(ctx)
 	if err != nil {
@@ -63,10 +79,24 @@ func (c *Conn) Browse(ctx context.Context, queue string, window int) (*Browser, 
 	if err != nil {
 		return nil, notFound("queue", queue, err)
 	}
-	if window <= 0 {
-		window = max(2000, q.Messages/200+1)
+	b := &Browser{conn: live.conn, queue: queue, window: window, fixed: window > 0, idle: DefaultBrowseIdle, total: q.Messages, others: q.Consumers}
+	if !b.fixed {
+		b.least = q.Messages/200 + 1
+		b.window = max(2000, b.least)
 	}
-	return &Browser{conn: live.conn, queue: queue, window: window, idle: DefaultBrowseIdle, total: q.Messages, others: q.Consumers}, nil
+	return b, nil
+}
+
+// nextWindow is the window of the next channel to open.
+func (b *Browser) nextWindow() int {
+	switch {
+	case b.fixed:
+		return b.window
+	case b.read == 0:
+		return max(min(browseProbe, b.window), b.least)
+	}
+	mean := max(b.bodies/int64(b.read), 1)
+	return int(max(min(browseBytes/mean, int64(b.window)), int64(b.least), 1))
 }
 
 // Others is the number of consumers the queue had when the Browser
@@ -130,6 +160,7 @@ func (b *Browser) poll() (*Delivery, bool) {
 func (b *Browser) took(c *browseChan, m *amqp.Delivery) *Delivery {
 	c.held++
 	b.read++
+	b.bodies += int64(len(m.Body))
 	return &Delivery{Message: messageOf(m), Exchange: m.Exchange, RoutingKey: m.RoutingKey,
 		Queue: b.queue, Redelivered: m.Redelivered, DeliveryTag: m.DeliveryTag, Acknowledger: c}
 }
@@ -158,15 +189,16 @@ func (c *browseChan) AckNow(tag uint64) error {
 // room opens a channel when every open one holds a full window.
 func (b *Browser) room() error {
 	for _, c := range b.chans {
-		if c.held < b.window {
+		if c.held < c.window {
 			return nil
 		}
 	}
+	window := b.nextWindow()
 	ch, err := b.conn.Channel()
 	if err != nil {
 		return fmt.Errorf("browsing %q: opening a channel: %w", b.queue, err)
 	}
-	if err := ch.Qos(b.window, 0, false); err != nil {
+	if err := ch.Qos(window, 0, false); err != nil {
 		_ = ch.Close()
 		return fmt.Errorf("browsing %q: %w", b.queue, err)
 	}
@@ -176,7 +208,7 @@ func (b *Browser) room() error {
 		_ = ch.Close()
 		return notFound("queue", b.queue, err)
 	}
-	b.chans = append(b.chans, &browseChan{ch: ch, tag: tag, in: in})
+	b.chans = append(b.chans, &browseChan{ch: ch, tag: tag, in: in, window: window})
 	return nil
 }
 
