@@ -93,8 +93,43 @@ func TestPipelineUnroutableCopyWithoutTopologyPauses(t *testing.T) {
 	if got := r.acks.result(tag); got != settledRequeue {
 		t.Errorf("original settled with %q, want %q", got, settledRequeue)
 	}
-	if took < unroutablePause {
-		t.Errorf("requeued %s after delivery, before the %s pause", took, unroutablePause)
+	if took < requeuePause {
+		t.Errorf("requeued %s after delivery, before the %s pause", took, requeuePause)
+	}
+}
+
+// A message too large to copy that goes round a tier without spending an
+// attempt (here: in progress elsewhere) has not had its turn: it is
+// requeued after a pause, not rejected to the DLQ as too large.
+func TestPipelineTooLargeUnspentRoundIsRequeued(t *testing.T) {
+	refused := &broker.ChannelError{Err: &amqp.Error{Code: 406, Reason: "PRECONDITION_FAILED - message size exceeds the limit"}}
+	copies := &fakeCopies{publish: func(string, broker.Message) error {
+		return &broker.MessageTooLargeError{Size: 17 << 20, Limit: 16 << 20, Err: refused}
+	}}
+	ran := make(chan struct{}, 1)
+	h := HandlerFunc(func(context.Context, *Delivery) error { ran <- struct{}{}; return nil })
+	// A short lease of its own: the message waits parked for the other
+	// worker's claim about that long before it goes round.
+	r := newRig(t, rigOptions{handler: h, copies: copies, dedupe: true, lease: 200 * time.Millisecond})
+	if st, err := r.store.Claim(context.Background(), r.key("m1"), "another-worker", time.Hour); err != nil || st != dedupe.Claimed {
+		t.Fatalf("claim by another worker: %v, %v", st, err)
+	}
+	r.start()
+	start := time.Now()
+	tag := r.deliver("m1", nil)
+	r.acks.waitSettled(t, 1)
+	took := time.Since(start)
+	r.close()
+	if got := r.acks.result(tag); got != settledRequeue {
+		t.Errorf("original settled with %q, want %q", got, settledRequeue)
+	}
+	if took < requeuePause {
+		t.Errorf("requeued %s after delivery, before the %s pause", took, requeuePause)
+	}
+	select {
+	case <-ran:
+		t.Error("the handler ran while another worker held the claim")
+	default:
 	}
 }
 

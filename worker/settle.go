@@ -94,19 +94,34 @@ func (s *settler) releaseHeld(hctx context.Context, j *job) {
 	s.claims.release(rctx, j)
 }
 
-// unroutablePause is how long a message whose copy was unroutable waits
-// before it is requeued, when declaring the topology again failed.
-const unroutablePause = time.Second
+// requeuePause is how long a message waits before it is requeued when
+// requeueing it at once would bring it straight back to fail the same
+// way: its copy was unroutable and the topology could not be declared
+// again, or it is too large to copy and could not run now.
+const requeuePause = time.Second
+
+// pause waits requeuePause, or until hctx ends.
+func (s *settler) pause(hctx context.Context) {
+	t := time.NewTimer(requeuePause)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-hctx.Done():
+	}
+}
 
 // copyFailed handles a retry copy or dead letter that the broker did not
 // confirm. The original is never acked then:
 //   - its target queue is gone (unroutable): the topology is declared
 //     again and the message requeued, to be tried again (after
-//     unroutablePause when the declaration failed);
+//     requeuePause when the declaration failed);
 //   - the message is over the broker's max_message_size: no copy of it
 //     can be stored, so it goes to the broker's own dead-lettering at once
 //     (a reject, which the queue routes to its .dlq, unchanged), reason
-//     too_large;
+//     too_large; but a message that went round a tier without spending
+//     an attempt (in progress elsewhere, the store down, over its key's
+//     limit, its dependency down) has not had its turn, so it is
+//     requeued after requeuePause instead;
 //   - the broker refused the copy itself otherwise: a retry becomes a
 //     dead letter, and a dead letter falls back to the broker's own
 //     dead-lettering (a reject);
@@ -118,6 +133,15 @@ func (s *settler) copyFailed(hctx context.Context, j *job, res result, err error
 		ue *broker.UnroutableError
 		tl *broker.MessageTooLargeError
 	)
+	if errors.As(err, &tl) && res.Outcome == OutcomeRetry && !res.spend {
+		defer s.releaseHeld(hctx, j)
+		s.log.Warn("the message is too large to go round a tier; requeueing it after a pause",
+			zap.Duration("pause", requeuePause))
+		s.pause(hctx)
+		res.Outcome, res.err = OutcomeRequeue, errors.Join(res.err, err)
+		j.stale = errors.Is(j.bd.Nack(true), broker.ErrStale)
+		return res
+	}
 	if errors.As(err, &tl) {
 		defer s.releaseHeld(hctx, j)
 		res.Outcome, res.Reason, res.err = OutcomeDeadLetter, KindTooLarge, errors.Join(res.err, err)
@@ -137,13 +161,8 @@ func (s *settler) copyFailed(hctx context.Context, j *job, res result, err error
 			// message would come straight back and fail the same way,
 			// as fast as the broker delivers. Hold it a moment first.
 			s.log.Warn("declaring the topology again failed; requeueing the message after a pause",
-				zap.Duration("pause", unroutablePause), zap.Error(derr))
-			t := time.NewTimer(unroutablePause)
-			select {
-			case <-t.C:
-			case <-hctx.Done():
-				t.Stop()
-			}
+				zap.Duration("pause", requeuePause), zap.Error(derr))
+			s.pause(hctx)
 		}
 	case errors.As(err, &ce):
 		res.Reason, res.err = KindUnpublished, errors.Join(res.err, err)
