@@ -107,7 +107,7 @@ func (s *RedisStore) runGrouped(ctx context.Context, exec execFunc, script *redi
 	defer cancel()
 	g := grouped{script: script, client: s.client, exec: exec, keys: keys, shared: shared, owners: owners, replies: replies, errs: errs, note: s.noteError}
 	bySlot := s.groupsBySlot()
-	refused := g.send(ctx, keyGroups(keys, bySlot))
+	refused, crossErr := g.send(ctx, keyGroups(keys, bySlot))
 	if len(refused) > 0 && !bySlot {
 		// A single endpoint that refuses keys of several slots: group by
 		// slot now and from then on.
@@ -124,7 +124,12 @@ func (s *RedisStore) runGrouped(ctx context.Context, exec execFunc, script *redi
 			}
 			groups = append(groups, gr)
 		}
-		g.send(ctx, groups)
+		refused, crossErr = g.send(ctx, groups)
+	}
+	// Keys refused again, or refused although grouped by slot already,
+	// must not pass for a reply of 0.
+	for _, i := range refused {
+		errs[i] = crossErr
 	}
 	return replies, errs
 }
@@ -144,8 +149,9 @@ type grouped struct {
 
 // send runs one script call per group, in one pipeline, and writes the
 // answers. It returns the positions of the keys whose call the server
-// refused with CROSSSLOT, their answers left for the caller.
-func (g *grouped) send(ctx context.Context, groups [][]int) (crossSlot []int) {
+// refused with CROSSSLOT, and that refusal, their answers left for the
+// caller.
+func (g *grouped) send(ctx context.Context, groups [][]int) (crossSlot []int, crossErr error) {
 	cmds := make([]*redis.Cmd, len(groups))
 	err := g.exec(ctx, func(pipe redis.Pipeliner) {
 		for n, gr := range groups {
@@ -160,7 +166,7 @@ func (g *grouped) send(ctx context.Context, groups [][]int) (crossSlot []int) {
 				g.errs[i] = err
 			}
 		}
-		return nil
+		return nil, nil
 	}
 	for n, gr := range groups {
 		cmd := cmds[n]
@@ -175,7 +181,7 @@ func (g *grouped) send(ctx context.Context, groups [][]int) (crossSlot []int) {
 			err = fmt.Errorf("unexpected script reply: %d values for %d keys", len(vals), len(gr))
 		}
 		if serverError(err, "CROSSSLOT") {
-			crossSlot = append(crossSlot, gr...)
+			crossSlot, crossErr = append(crossSlot, gr...), err
 			continue
 		}
 		g.note(ctx, err)
@@ -187,7 +193,7 @@ func (g *grouped) send(ctx context.Context, groups [][]int) (crossSlot []int) {
 			g.replies[i] = vals[k]
 		}
 	}
-	return crossSlot
+	return crossSlot, crossErr
 }
 
 // args returns the KEYS and ARGV of the call of group gr.

@@ -1,6 +1,7 @@
 package dedupe_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -105,5 +106,34 @@ func BenchmarkKey(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = dedupe.Key("warren", "orders.created", "01JDX4Z6W8C9Q2M3N4P5R6S7T8")
+	}
+}
+
+// serverReply is an error reply of the Redis server, as go-redis gives it.
+type serverReply string
+
+func (e serverReply) Error() string { return string(e) }
+func (serverReply) RedisError()     {}
+
+// A server that cannot serve right now (full, unable to persist, failing
+// over, refusing our credentials) is unavailable: the worker fails closed
+// and the message goes round, never to the DLQ unrun. A refusal that
+// retrying does not change is not.
+func TestUnavailableServerReplies(t *testing.T) {
+	for reply, want := range map[string]bool{
+		"OOM command not allowed when used memory > 'maxmemory'.":           true,
+		"MISCONF Redis is configured to save RDB snapshots, but it's not":   true,
+		"LOADING Redis is loading the dataset in memory":                    true,
+		"READONLY You can't write against a read only replica.":             true,
+		"NOAUTH Authentication required.":                                   true,
+		"WRONGPASS invalid username-password pair or user is disabled.":     true,
+		"NOPERM this user has no permissions to run the 'evalsha' command":  true,
+		"CLUSTERDOWN The cluster is down":                                   true,
+		"WRONGTYPE Operation against a key holding the wrong kind of value": false,
+		"ERR unknown command":                                               false,
+	} {
+		if got := dedupe.Unavailable(fmt.Errorf("dedupe: claim %q: %w", "k", serverReply(reply))); got != want {
+			t.Errorf("Unavailable(%q) = %v, want %v", reply, got, want)
+		}
 	}
 }

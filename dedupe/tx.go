@@ -27,15 +27,67 @@ var _ TxStore = (*RedisStore)(nil)
 
 var errAlreadyDone = errors.New("dedupe: already done")
 
+// WritesError is MarkDoneWith's error when its writes function failed:
+// nothing was written. It is the handler's failure, not the store's.
+type WritesError struct{ Err error }
+
+func (e *WritesError) Error() string { return "queueing the handler's writes: " + e.Err.Error() }
+func (e *WritesError) Unwrap() error { return e.Err }
+
+// PartialCommitError is MarkDoneWith's error when the transaction
+// committed, done mark included, but some of the writes failed as Redis
+// ran them (a wrong type, say): MULTI/EXEC does not roll back. The
+// message is done; the failed writes are lost.
+type PartialCommitError struct{ Err error }
+
+func (e *PartialCommitError) Error() string {
+	return "the done mark committed, but some of the handler's writes failed in the transaction and are lost: " + e.Err.Error()
+}
+func (e *PartialCommitError) Unwrap() error { return e.Err }
+
+// txAttempts bounds how often MarkDoneWith runs its transaction again when
+// the key changed under its WATCH. The worker's own lease renewal (a
+// PEXPIRE) changes it too, so one lost race is no lost claim: the next
+// attempt reads the key again and decides.
+const txAttempts = 5
+
 // MarkDoneWith implements TxStore. On Redis Cluster every key that writes
-// touches must be in key's hash slot: build them with SameSlot.
+// touches must be in key's hash slot: build them with SameSlot (a name
+// with braces in it falls into another slot, and the commit then fails
+// with CROSSSLOT).
 func (s *RedisStore) MarkDoneWith(ctx context.Context, key, owner string, ttl time.Duration, writes func(redis.Pipeliner) error) error {
 	if err := checkArgsDuration(opMarkDone, key, owner, "ttl", ttl); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	err := s.client.Watch(ctx, func(tx *redis.Tx) error {
+	var err error
+	for range txAttempts {
+		if err = s.markDoneWith(ctx, key, owner, ttl, writes); !errors.Is(err, redis.TxFailedErr) {
+			break
+		}
+	}
+	var (
+		we *WritesError
+		pe *PartialCommitError
+	)
+	switch {
+	case errors.Is(err, errAlreadyDone):
+		return nil
+	case err == nil, errors.Is(err, ErrNotOwner):
+		return err
+	case errors.Is(err, redis.TxFailedErr):
+		return ErrNotOwner // the claim kept changing between the check and the commit
+	case errors.As(err, &we), errors.As(err, &pe):
+		return opError(opMarkDone, key, err)
+	}
+	s.noteError(ctx, err)
+	return opError(opMarkDone, key, err)
+}
+
+// markDoneWith is one try of MarkDoneWith's transaction.
+func (s *RedisStore) markDoneWith(ctx context.Context, key, owner string, ttl time.Duration, writes func(redis.Pipeliner) error) error {
+	return s.client.Watch(ctx, func(tx *redis.Tx) error {
 		v, err := tx.Get(ctx, key).Result()
 		if err == nil && v == valueDone {
 			// Done already: after a lost reply this is our own commit;
@@ -49,25 +101,21 @@ func (s *RedisStore) MarkDoneWith(ctx context.Context, key, owner string, ttl ti
 		if err != nil {
 			return err
 		}
+		var mark *redis.StatusCmd
 		_, err = tx.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
 			if err := writes(pipe); err != nil {
-				return err
+				return &WritesError{Err: err}
 			}
-			pipe.Set(ctx, key, valueDone, ttl)
+			mark = pipe.Set(ctx, key, valueDone, ttl)
 			return nil
 		})
+		var re redis.Error
+		if err != nil && mark != nil && mark.Err() == nil && mark.Val() == "OK" && errors.As(err, &re) {
+			// EXEC ran: the mark is stored, and err is a write's.
+			return &PartialCommitError{Err: err}
+		}
 		return err
 	}, key)
-	switch {
-	case errors.Is(err, errAlreadyDone):
-		return nil
-	case err == nil, errors.Is(err, ErrNotOwner):
-		return err
-	case errors.Is(err, redis.TxFailedErr):
-		return ErrNotOwner // the claim changed between the check and the commit
-	}
-	s.noteError(ctx, err)
-	return opError(opMarkDone, key, err)
 }
 
 // SameSlot returns a key named name that Redis Cluster stores in the same

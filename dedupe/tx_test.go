@@ -72,3 +72,87 @@ func TestSameSlot(t *testing.T) {
 		t.Fatalf("SameSlot = %q", got)
 	}
 }
+
+// The worker's own lease renewal (a PEXPIRE on the claim) between the
+// transaction's WATCH and its EXEC must not pass for a lost claim: the
+// commit goes through.
+func TestMarkDoneWithSurvivesOwnRenewal(t *testing.T) {
+	t.Parallel()
+	rdb := testenv.RedisClient(t)
+	prefix := testenv.Name(t)
+	t.Cleanup(func() { testenv.DeleteRedisPrefix(t, rdb, prefix) })
+	s, err := dedupe.NewRedis(rdb, dedupe.RedisConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	key := dedupe.Key(prefix, "q", "m1")
+	effect := dedupe.SameSlot(key, prefix+":effect")
+	if st, err := s.Claim(ctx, key, "me", time.Minute); err != nil || st != dedupe.Claimed {
+		t.Fatalf("claim: %v %v", st, err)
+	}
+	renewed := 0
+	err = s.MarkDoneWith(ctx, key, "me", time.Minute, func(p redis.Pipeliner) error {
+		if renewed == 0 { // the keeper renews, on another connection, now
+			if err := s.ExtendAll(ctx, []dedupe.Ref{{Key: key, Owner: "me"}}, time.Minute)[0]; err != nil {
+				t.Fatal(err)
+			}
+		}
+		renewed++
+		p.Incr(ctx, effect)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("commit after the owner's own renewal: %v", err)
+	}
+	if n, _ := rdb.Get(ctx, effect).Int(); n != 1 {
+		t.Fatalf("effect = %d, want 1", n)
+	}
+	if st, _ := s.Claim(ctx, key, "other", time.Minute); st != dedupe.Done {
+		t.Fatalf("the key is %v after the commit, want done", st)
+	}
+}
+
+// A writes function's own error is the handler's, not the store's; a
+// write that fails inside EXEC leaves the done mark committed (MULTI/EXEC
+// does not roll back) and says so.
+func TestMarkDoneWithErrorsAreTheHandlers(t *testing.T) {
+	t.Parallel()
+	rdb := testenv.RedisClient(t)
+	prefix := testenv.Name(t)
+	t.Cleanup(func() { testenv.DeleteRedisPrefix(t, rdb, prefix) })
+	s, err := dedupe.NewRedis(rdb, dedupe.RedisConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	key := dedupe.Key(prefix, "q", "m1")
+	_, _ = s.Claim(ctx, key, "me", time.Minute)
+	invalid := errors.New("invalid amount")
+	err = s.MarkDoneWith(ctx, key, "me", time.Minute, func(redis.Pipeliner) error { return invalid })
+	var we *dedupe.WritesError
+	if !errors.Is(err, invalid) || !errors.As(err, &we) || dedupe.Unavailable(err) {
+		t.Fatalf("writes function error: %v (Unavailable %v), want a WritesError that is not Unavailable", err, dedupe.Unavailable(err))
+	}
+
+	key2 := dedupe.Key(prefix, "q", "m2")
+	hash, counter := dedupe.SameSlot(key2, prefix+":hash"), dedupe.SameSlot(key2, prefix+":counter")
+	rdb.HSet(ctx, hash, "f", "v")
+	_, _ = s.Claim(ctx, key2, "me", time.Minute)
+	err = s.MarkDoneWith(ctx, key2, "me", time.Minute, func(p redis.Pipeliner) error {
+		p.Incr(ctx, counter)
+		p.Incr(ctx, hash) // WRONGTYPE when EXEC runs it
+		return nil
+	})
+	var pe *dedupe.PartialCommitError
+	if !errors.As(err, &pe) || dedupe.Unavailable(err) {
+		t.Fatalf("a write failing in EXEC: %v (Unavailable %v), want a PartialCommitError that is not Unavailable", err, dedupe.Unavailable(err))
+	}
+	if st, _ := s.Claim(ctx, key2, "other", time.Minute); st != dedupe.Done {
+		t.Fatalf("the key is %v, want done: EXEC committed the mark", st)
+	}
+	if n, _ := rdb.Get(ctx, counter).Int(); n != 1 {
+		t.Fatalf("the other write: %d, want 1", n)
+	}
+}

@@ -46,8 +46,14 @@ func (t *txWrites) empty() bool {
 // exactly once per message, even when a worker crashes after its handler
 // and before the mark: the message then runs again and commits once.
 // If the commit cannot happen (the claim was lost, Redis is down), the
-// message is requeued and runs again. On Redis Cluster, name every key
-// with RedisKey. Without a Redis dedupe store it returns ErrNoAtomicStore
+// message is requeued and runs again. An error returned by writes is the
+// handler's failure: nothing is written, and the message is retried as
+// after any failure. A write that Redis refuses when it runs it (a key of
+// the wrong type) cannot be undone: MULTI/EXEC does not roll back, so the
+// mark and the other writes stay, the message is acked as done, and the
+// lost write is logged as an error. On Redis Cluster, name every key
+// with RedisKey (a name with braces in it falls into another hash slot,
+// and the commit fails). Without a Redis dedupe store it returns ErrNoAtomicStore
 // and queues nothing.
 func CommitWithDone(ctx context.Context, writes func(redis.Pipeliner) error) error {
 	t, ok := ctx.Value(txKey{}).(*txWrites)

@@ -763,3 +763,46 @@ func TestDedupeCancelledHandlerReleasesItsClaim(t *testing.T) {
 		t.Fatalf("Redis still holds %v after the drain; want the claim released", keys)
 	}
 }
+
+// TestDedupeCommitWithDoneErrors: an error of the handler's own writes
+// function is a handler failure (a retry), not a store outage (a requeue
+// at once, without spending an attempt, again and again); a write that
+// fails inside the commit leaves the message done, and it is acked.
+func TestDedupeCommitWithDoneErrors(t *testing.T) {
+	t.Parallel()
+	rdb := testenv.RedisClient(t)
+	prefix := testenv.Name(t)
+	t.Cleanup(func() { testenv.DeleteRedisPrefix(t, rdb, prefix) })
+	store, err := dedupe.NewRedis(rdb, dedupe.RedisConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	calls := 0
+	invalid := worker.HandlerFunc(func(ctx context.Context, d *worker.Delivery) error {
+		return worker.CommitWithDone(ctx, func(redis.Pipeliner) error {
+			calls++
+			return errors.New("invalid amount")
+		})
+	})
+	d := &worker.Delivery{IdempotencyKey: dedupe.Key(prefix, "q", "m1"), Attempt: 1, MaxAttempts: 3}
+	ex := worker.Execute(ctx, invalid, d, worker.ExecuteOptions{Store: store})
+	if ex.Outcome != worker.OutcomeRetry || calls != 1 {
+		t.Fatalf("a writes function error: %s (%s) after %d calls, want a retry after 1 call: %v", ex.Outcome, ex.Kind, calls, ex.Err)
+	}
+
+	key := dedupe.Key(prefix, "q", "m2")
+	hash := dedupe.SameSlot(key, prefix+":hash")
+	rdb.HSet(ctx, hash, "f", "v")
+	wrongType := worker.HandlerFunc(func(ctx context.Context, d *worker.Delivery) error {
+		return worker.CommitWithDone(ctx, func(p redis.Pipeliner) error {
+			p.Incr(ctx, hash) // fails when EXEC runs it
+			return nil
+		})
+	})
+	d = &worker.Delivery{IdempotencyKey: key, Attempt: 1, MaxAttempts: 3}
+	if ex := worker.Execute(ctx, wrongType, d, worker.ExecuteOptions{Store: store}); ex.Outcome != worker.OutcomeAck {
+		t.Fatalf("a write failing in the commit: %s (%s), want an ack: the done mark committed: %v", ex.Outcome, ex.Kind, ex.Err)
+	}
+}

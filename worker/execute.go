@@ -154,8 +154,16 @@ func (e *executor) commit(hctx context.Context, j *job, tx *txWrites) result {
 		err := store.MarkDoneWith(hctx, j.d.IdempotencyKey, j.owner, e.ttl, tx.all)
 		down := dedupe.Unavailable(err)
 		e.health.storeResult(down)
+		var partial *dedupe.PartialCommitError
 		switch {
 		case err == nil:
+			res = result{Decision: Decision{Outcome: OutcomeAck}}
+		case errors.As(err, &partial):
+			// The done mark committed: the message is done, and running
+			// it again would be refused as a duplicate. Say loudly what
+			// was lost.
+			e.log.Error("the message is done, but some of its writes failed in the commit and are lost",
+				append(messageFields(j.d), zap.Error(err))...)
 			res = result{Decision: Decision{Outcome: OutcomeAck}}
 		case errors.Is(err, dedupe.ErrNotOwner):
 			res = requeue(KindInProgress, errors.New("dedupe claim lost before the commit; the handler's writes were not applied"))
