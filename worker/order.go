@@ -109,14 +109,20 @@ func (r Route) orderArgs(queueArgs map[string]any) map[string]any {
 // as it comes (trial: the first run was the trial; the trial returned is
 // false once reported); when the failures pause the partition, the
 // message goes back to the head of its queue instead of waiting, as one
-// whose handler said Unavailable does. When the drain begins during a
-// wait, the message goes back to the head of its queue too.
+// whose handler said Unavailable does. A message that could not run yet
+// (the dedupe store down, its claim held elsewhere) waits here the same
+// way, spending no attempt, and claims again: round a tier, the
+// partition's next message would overtake it, and could run beside it.
+// When the drain begins during a wait, the message goes back to the head
+// of its queue too.
 func (p *pipeline) inPlace(hctx context.Context, j *job, res result, trial bool) (result, bool) {
-	for res.Outcome == OutcomeRetry && res.spend {
-		paused := p.gate.failedInPlace(trial, res)
-		trial = false
-		if paused {
-			return requeue(res.Kind, res.err), false
+	for res.Outcome == OutcomeRetry && (res.spend || notYet(res)) {
+		if res.spend {
+			paused := p.gate.failedInPlace(trial, res)
+			trial = false
+			if paused {
+				return requeue(res.Kind, res.err), false
+			}
 		}
 		t := time.NewTimer(res.Delay)
 		select {
@@ -128,11 +134,23 @@ func (p *pipeline) inPlace(hctx context.Context, j *job, res result, trial bool)
 			t.Stop()
 			return requeue(res.Kind, res.err), trial
 		}
-		j.d.Attempt++
+		if res.spend {
+			j.d.Attempt++
+		} else {
+			// Claim anew: the answer kept from the last claim is stale.
+			j.claimed, j.status, j.cerr = false, 0, nil
+		}
 		res = p.exec.execute(hctx, j)
 	}
 	if res.Kind == KindUnavailable {
 		return requeue(res.Kind, res.err), trial
 	}
 	return res, trial
+}
+
+// notYet reports whether res sends a message round a tier because it
+// could not run yet: the dedupe store was down, or another owner held
+// its claim.
+func notYet(res result) bool {
+	return !res.spend && (res.Kind == KindStoreDown || res.Kind == KindInProgress)
 }

@@ -129,11 +129,21 @@ func (p *pipeline) start(hctx context.Context) {
 	}
 }
 
-// direct runs deliveries as the consumer hands them out.
+// direct runs deliveries as the consumer hands them out. Once the drain
+// has begun, no new message starts: the deliveries still coming go back
+// to the queue (so an ordered partition's next message cannot overtake
+// the one a retry in place has just put back at the head).
 func (p *pipeline) direct(hctx context.Context) {
 	defer p.wg.Done()
 	for bd := range p.intake.deliveries {
-		p.run(hctx, p.intake.prepare(bd))
+		j := p.intake.prepare(bd)
+		if p.intake.draining() {
+			rctx, cancel := releaseContext(hctx)
+			p.giveBack(rctx, []*job{j})
+			cancel()
+			continue
+		}
+		p.run(hctx, j)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/dedupe"
+	"github.com/warrenmq/warren/retry"
 )
 
 // These tests run a route's pipeline in-process, on fakes of the
@@ -347,5 +349,102 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// downOnce answers the first ClaimAll as an unreachable store does.
+type downOnce struct {
+	*flakyStore
+	n atomic.Int32
+}
+
+func (s *downOnce) ClaimAll(ctx context.Context, reqs []dedupe.Ref, lease time.Duration) []dedupe.ClaimResult {
+	if s.n.Add(1) == 1 {
+		res := make([]dedupe.ClaimResult, len(reqs))
+		for i := range res {
+			res[i].Err = errStoreDown
+		}
+		return res
+	}
+	return s.flakyStore.ClaimAll(ctx, reqs, lease)
+}
+
+// recorder is a handler that records the messages it ran, in order, and
+// fails the ones named in fail.
+type recorder struct {
+	mu   sync.Mutex
+	ran  []string
+	fail map[string]bool
+	once chan string // each run's id, when it fails
+}
+
+func (h *recorder) Handle(_ context.Context, d *Delivery) error {
+	h.mu.Lock()
+	h.ran = append(h.ran, d.MessageID)
+	h.mu.Unlock()
+	if h.fail[d.MessageID] {
+		select {
+		case h.once <- d.MessageID:
+		default:
+		}
+		return errors.New("boom")
+	}
+	return nil
+}
+
+func (h *recorder) runs() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.ran)
+}
+
+// On an ordered partition, a message that cannot run yet because the
+// dedupe store is down waits in place and claims again, spending no
+// attempt: round a tier, the partition's next message would run first.
+func TestOrderedStoreDownWaitsInPlace(t *testing.T) {
+	h := &recorder{}
+	r := newRig(t, rigOptions{handler: h, concurrency: 1, dedupe: true, ordered: true,
+		policy: retry.Policy{Delays: []time.Duration{10 * time.Millisecond}, MaxAttempts: 5}})
+	r.pipe.intake.claims.store = &downOnce{flakyStore: r.store}
+	r.start()
+	t1 := r.deliver("m1", nil)
+	t2 := r.deliver("m2", nil)
+	r.acks.waitSettled(t, 2)
+	r.close()
+	if got := r.acks.result(t1); got != settledAck {
+		t.Errorf("m1 settled with %q, want an ack", got)
+	}
+	if got := r.acks.result(t2); got != settledAck {
+		t.Errorf("m2 settled with %q, want an ack", got)
+	}
+	if q := r.copies.queues(); len(q) > 0 {
+		t.Errorf("copies went to %v, want none: the message waits in place", q)
+	}
+	if got := h.runs(); !slices.Equal(got, []string{"m1", "m2"}) {
+		t.Errorf("ran %v, want [m1 m2]", got)
+	}
+}
+
+// On an ordered partition without dedupe, a drain that begins while the
+// head message waits for its retry in place puts it back at the head of
+// its queue; the next message, already handed to the worker, must not run
+// then: it goes back too.
+func TestOrderedDrainStartsNothingAfterTheHead(t *testing.T) {
+	h := &recorder{fail: map[string]bool{"m1": true}, once: make(chan string, 1)}
+	r := newRig(t, rigOptions{handler: h, concurrency: 1, ordered: true,
+		policy: retry.Policy{Delays: []time.Duration{time.Hour}, MaxAttempts: 5}})
+	r.start()
+	t1 := r.deliver("m1", nil)
+	t2 := r.deliver("m2", nil)
+	<-h.once // m1 failed, and waits an hour in place
+	r.close()
+	if got := r.acks.result(t1); got != settledRequeue {
+		t.Errorf("m1 settled with %q, want a requeue", got)
+	}
+	if got := r.acks.result(t2); got != settledRequeue {
+		t.Errorf("m2 settled with %q, want a requeue: the drain had begun", got)
+	}
+	if got := h.runs(); !slices.Equal(got, []string{"m1"}) {
+		t.Errorf("ran %v, want [m1]", got)
 	}
 }
