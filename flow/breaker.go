@@ -95,8 +95,8 @@ type Breaker struct {
 	mu       sync.Mutex
 	state    State
 	fails    int
-	trialOut bool          // half-open: the trial is running
-	failedN  int           // probes failed since the breaker opened
+	trialOut bool          // a trial was admitted and has not reported yet
+	failedN  int           // probes or trials failed since the breaker opened
 	changed  chan struct{} // closed and replaced on every change
 }
 
@@ -132,7 +132,10 @@ func (b *Breaker) State() State {
 // Admit asks whether a piece of work may start. Closed: yes. Open: no.
 // Half-open: the first caller runs as the trial (trial true); the others
 // wait for its result, then are let through (closed) or not (open).
-// It returns false when ctx ends while waiting.
+// There is never more than one trial out: a trial that outlives its
+// half-open (the breaker opened again meanwhile, on a report of older
+// work) keeps the next half-open waiting until it reports, and its
+// result decides that one. It returns false when ctx ends while waiting.
 func (b *Breaker) Admit(ctx context.Context) (trial, ok bool) {
 	for {
 		b.mu.Lock()
@@ -161,13 +164,18 @@ func (b *Breaker) Admit(ctx context.Context) (trial, ok bool) {
 
 // Report tells the breaker how a piece of work went; trial is what
 // Admit said. Results of work that started before the breaker opened
-// count only when they say the dependency is down.
+// count only when they say the dependency is down, and then do not
+// lengthen the wait before the next probe: only failed probes and trials
+// do.
 func (b *Breaker) Report(trial bool, r Result, cause error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if trial {
+		b.trialOut = false
+	}
 	switch r {
 	case Down:
-		b.openLocked(cause)
+		b.openLocked(cause, trial)
 	case Success:
 		b.fails = 0
 		if trial && b.state == HalfOpen {
@@ -176,17 +184,16 @@ func (b *Breaker) Report(trial bool, r Result, cause error) {
 	case Failure:
 		switch {
 		case trial && b.state == HalfOpen:
-			b.openLocked(cause)
+			b.openLocked(cause, true)
 		case b.state == Closed:
 			b.fails++
 			if b.cfg.Threshold > 0 && b.fails >= b.cfg.Threshold {
-				b.openLocked(fmt.Errorf("%d consecutive failures, the last: %w", b.fails, cause))
+				b.openLocked(fmt.Errorf("%d consecutive failures, the last: %w", b.fails, cause), false)
 			}
 		}
 	default:
 		if trial && b.state == HalfOpen {
-			b.trialOut = false
-			b.notifyLocked()
+			b.notifyLocked() // the trial's slot goes to the next
 		}
 	}
 }
@@ -194,11 +201,13 @@ func (b *Breaker) Report(trial bool, r Result, cause error) {
 // Trip opens the breaker: the dependency is down.
 func (b *Breaker) Trip(cause error) { b.Report(false, Down, cause) }
 
-func (b *Breaker) openLocked(cause error) {
+// openLocked opens the breaker; failedTrial says a trial's failure did,
+// which lengthens the wait before the next probe.
+func (b *Breaker) openLocked(cause error, failedTrial bool) {
 	if b.state == Open {
 		return
 	}
-	if b.state == HalfOpen {
+	if b.state == HalfOpen && failedTrial {
 		b.failedN++
 	}
 	b.setLocked(Open, cause, b.waitLocked())
@@ -219,7 +228,6 @@ func (b *Breaker) waitLocked() time.Duration {
 func (b *Breaker) setLocked(to State, cause error, wait time.Duration) {
 	from := b.state
 	b.state = to
-	b.trialOut = false
 	if to == Closed {
 		b.fails, b.failedN = 0, 0
 	}
@@ -274,7 +282,7 @@ func (b *Breaker) probe(ctx context.Context) {
 		return
 	}
 	pctx, cancel := context.WithTimeout(ctx, b.cfg.ProbeTimeout)
-	err := b.cfg.Probe(pctx)
+	err := b.runProbe(pctx)
 	cancel()
 	if ctx.Err() != nil {
 		return
@@ -292,4 +300,14 @@ func (b *Breaker) probe(ctx context.Context) {
 	if b.cfg.OnChange != nil {
 		b.cfg.OnChange(Change{From: Open, To: Open, Cause: fmt.Errorf("probe: %w", err), Wait: b.waitLocked()})
 	}
+}
+
+// runProbe calls the probe function; a panic in it is a failed probe.
+func (b *Breaker) runProbe(ctx context.Context) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("the probe panicked: %v", v)
+		}
+	}()
+	return b.cfg.Probe(ctx)
 }

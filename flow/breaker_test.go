@@ -3,6 +3,7 @@ package flow
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -168,5 +169,81 @@ func TestNewBreakerRejectsBadConfig(t *testing.T) {
 		if _, err := NewBreaker(c); err == nil {
 			t.Fatalf("NewBreaker(%+v) accepted a bad config", c)
 		}
+	}
+}
+
+// One trial at a time, even when the breaker opens again under it: a
+// late Down from work admitted before the pause reopens a half-open
+// breaker while its trial runs; the next half-open admits no second trial
+// until the first reports, and that late Down does not lengthen the wait.
+func TestBreakerOneTrialAcrossReopen(t *testing.T) {
+	rec := newRecorder()
+	b, err := NewBreaker(BreakerConfig{MinBackoff: time.Millisecond, MaxBackoff: time.Hour, OnChange: rec.on})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); b.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	down := errors.New("down")
+	b.Trip(down)
+	rec.want(t, Open)
+	rec.want(t, HalfOpen)
+	if trial, ok := b.Admit(ctx); !trial || !ok {
+		t.Fatal("no first trial")
+	}
+	b.Report(false, Down, down) // work from before the pause
+	rec.want(t, Open)
+	rec.want(t, HalfOpen)
+	second, cancelSecond := context.WithTimeout(ctx, 50*time.Millisecond)
+	trial, ok := b.Admit(second)
+	cancelSecond()
+	if ok {
+		t.Fatalf("admitted (trial %v) while the first trial still runs", trial)
+	}
+	b.mu.Lock()
+	failed := b.failedN
+	b.mu.Unlock()
+	if failed != 0 {
+		t.Errorf("%d failed probes counted, want 0: no trial failed", failed)
+	}
+	// The first trial's result decides: a Neutral one passes the slot on.
+	b.Report(true, Neutral, nil)
+	if trial, ok := b.Admit(ctx); !trial || !ok {
+		t.Fatal("no trial after the first one reported")
+	}
+	b.Report(true, Success, nil)
+	rec.want(t, Closed)
+}
+
+// A probe that panics is a failed probe, not the end of the process.
+func TestBreakerProbePanicIsAFailedProbe(t *testing.T) {
+	rec := newRecorder()
+	probes := make(chan struct{}, 8)
+	b, err := NewBreaker(BreakerConfig{MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, OnChange: rec.on,
+		Probe: func(context.Context) error {
+			probes <- struct{}{}
+			if len(probes) == 1 {
+				panic("nil map in the probe")
+			}
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); b.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	b.Trip(errors.New("down"))
+	rec.want(t, Open)
+	rec.want(t, Open) // the panicking probe failed
+	rec.want(t, Closed)
+	rec.mu.Lock()
+	cause := rec.chs[1].Cause
+	rec.mu.Unlock()
+	if cause == nil || !strings.Contains(cause.Error(), "the probe panicked: nil map in the probe") {
+		t.Errorf("the failed probe's cause: %v", cause)
 	}
 }

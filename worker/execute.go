@@ -41,6 +41,9 @@ func (e *executor) execute(hctx context.Context, j *job) result {
 	switch {
 	case j.aerr != nil:
 		return deadLetter(KindBadAttempt, j.aerr)
+	case j.perr != nil:
+		e.logCallbackPanic(j.d, j.perr)
+		return deadLetter(KindPanic, j.perr)
 	case e.claims != nil:
 		return e.underClaim(hctx, j)
 	default:
@@ -142,6 +145,15 @@ func (e *executor) call(hctx context.Context, j *job) (err error) {
 		err = &timeoutError{after: e.timeout, err: err}
 	}
 	return err
+}
+
+// logCallbackPanic logs a route callback's panic with its stack.
+func (e *executor) logCallbackPanic(d *Delivery, err error) {
+	var pe *CallbackPanicError
+	if errors.As(err, &pe) {
+		e.log.Error("route callback panicked", append(messageFields(d), zap.String("callback", pe.Callback),
+			zap.Any("panic", pe.Value), zap.ByteString("stack", pe.Stack))...)
+	}
 }
 
 // commit commits the handler's queued writes with the done mark. When

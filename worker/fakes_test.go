@@ -242,6 +242,7 @@ type rigOptions struct {
 	ordered     bool                 // retries in place, as an ordered route's partition
 	pause       Pause
 	log         *zap.Logger // nil means the test's own
+	dedupeKey   func(*Delivery) string
 }
 
 func newRig(t *testing.T, o rigOptions) *rig {
@@ -262,7 +263,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		o.policy = retry.Policy{Delays: []time.Duration{time.Second, 10 * time.Second}, MaxAttempts: 3}
 	}
 	route := Route{Queue: "q", Name: "q", Handler: o.handler, Concurrency: o.concurrency, Prefetch: 2 * o.concurrency,
-		Timeout: o.timeout, Retry: o.policy.WithDefaults(), Pause: o.pause}
+		Timeout: o.timeout, Retry: o.policy.WithDefaults(), Pause: o.pause, DedupeKey: o.dedupeKey}
 	if o.ordered {
 		route.Order = Order{Partitions: 1}
 	}

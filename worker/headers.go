@@ -1,8 +1,10 @@
 package worker
 
 import (
+	"fmt"
 	"math"
 	"reflect"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -64,8 +66,10 @@ func newViewer(queue string, maxAttempts int, prefix string, dedupeKey func(*Del
 	return viewer{queue: queue, maxAttempts: maxAttempts, dedupeKey: dedupeKey, keys: dedupe.KeysOf(prefix, queue)}
 }
 
-// into builds the handler's view of bd in d.
-func (v viewer) into(d *Delivery, bd *broker.Delivery) {
+// into builds the handler's view of bd in d. A panic of the route's
+// DedupeKey is returned as a *CallbackPanicError: d then has the key of
+// the message id (or body), and the message is dead-lettered.
+func (v viewer) into(d *Delivery, bd *broker.Delivery) (err error) {
 	*d = Delivery{
 		Message:     bd.Message,
 		Queue:       bd.Queue,
@@ -82,7 +86,7 @@ func (v viewer) into(d *Delivery, bd *broker.Delivery) {
 	}
 	id := ""
 	if v.dedupeKey != nil {
-		id = v.dedupeKey(d)
+		id, err = callback("Route.DedupeKey", func() string { return v.dedupeKey(d) })
 	}
 	if id == "" {
 		id = bd.MessageID
@@ -91,6 +95,31 @@ func (v viewer) into(d *Delivery, bd *broker.Delivery) {
 		id = dedupe.BodyKeyID(bd.Body)
 	}
 	d.IdempotencyKey = v.keys.Key(id)
+	return err
+}
+
+// CallbackPanicError is a panic of a route's callback (Route.DedupeKey,
+// Limits.Key) on a message. The message is dead-lettered, kind panic: run
+// again, it would only panic again.
+type CallbackPanicError struct {
+	Callback string
+	Value    any
+	Stack    []byte
+}
+
+func (e *CallbackPanicError) Error() string {
+	return fmt.Sprintf("%s panicked: %v", e.Callback, e.Value)
+}
+
+// callback runs a route's callback fn, turning a panic into a
+// *CallbackPanicError.
+func callback(name string, fn func() string) (s string, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			s, err = "", &CallbackPanicError{Callback: name, Value: v, Stack: debug.Stack()}
+		}
+	}()
+	return fn(), nil
 }
 
 // copyHeaders returns the headers of bd without the broker's

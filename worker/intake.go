@@ -56,7 +56,7 @@ func (c *claims) claimAll(ctx context.Context, batch []*job) {
 	reqs := make([]dedupe.Ref, 0, len(batch))
 	picked := make([]*job, 0, len(batch))
 	for _, j := range batch {
-		if j.aerr != nil || j.bd.Stale() {
+		if j.aerr != nil || j.perr != nil || j.bd.Stale() {
 			continue
 		}
 		j.owner = broker.NewMessageID()
@@ -102,7 +102,7 @@ func (c *claims) releaseUnstarted(ctx context.Context, j *job) {
 // queue at once, their claims released.
 type intake struct {
 	deliveries <-chan *broker.Delivery
-	view       func(*Delivery, *broker.Delivery)
+	view       func(*Delivery, *broker.Delivery) error
 	claims     *claims // nil when dedupe is off
 	batch      int
 	stopping   <-chan struct{}

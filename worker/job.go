@@ -21,6 +21,7 @@ type job struct {
 	view  Delivery
 	start time.Time
 	aerr  error // the attempt header is invalid
+	perr  error // a route callback panicked on it (*CallbackPanicError)
 
 	// The dedupe claim: taken by intake (claimed), or by execute for a
 	// job that intake did not claim.
@@ -55,10 +56,10 @@ type job struct {
 
 // newJob builds the job of a delivery, with its handler's view, in one
 // allocation.
-func newJob(bd *broker.Delivery, view func(*Delivery, *broker.Delivery)) *job {
+func newJob(bd *broker.Delivery, view func(*Delivery, *broker.Delivery) error) *job {
 	j := &job{bd: bd, start: time.Now()}
 	j.d = &j.view
-	view(j.d, bd)
+	j.perr = view(j.d, bd)
 	j.d.Attempt, j.aerr = retry.Attempt(bd.Headers)
 	if j.aerr != nil {
 		j.d.Attempt = 1

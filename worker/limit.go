@@ -27,6 +27,7 @@ import (
 type Limits struct {
 	// Key is the key of a message: a header, a body field, the routing
 	// key. Required when a limit is set. Long or binary keys are hashed.
+	// A message it panics on is dead-lettered, kind panic, unrun.
 	Key func(*Delivery) string
 	// Concurrency is how many handlers may run at once for one key. 0
 	// means no bound.
@@ -89,7 +90,12 @@ func (g *limits) take(hctx context.Context, j *job) (release func(), res result,
 	if g == nil {
 		return func() {}, result{}, true
 	}
-	slot, err := g.l.Acquire(hctx, g.queue, g.key(j.d), g.limit)
+	key, kerr := callback("Limits.Key", func() string { return g.key(j.d) })
+	if kerr != nil {
+		g.log.Error("route callback panicked", append(messageFields(j.d), zap.Error(kerr))...)
+		return nil, deadLetter(KindPanic, kerr), false
+	}
+	slot, err := g.l.Acquire(hctx, g.queue, key, g.limit)
 	if err != nil {
 		g.log.Warn("limiter unreachable; the message goes round the first tier without spending an attempt", zap.Error(err))
 		return nil, unspent(g.policy.Delays[0], KindStoreDown, err), false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -202,5 +203,34 @@ func TestLimitRatePerKey(t *testing.T) {
 	}
 	if got := f.admin.Count(retry.DLQ(q)); got != 0 {
 		t.Fatalf("%d dead letters", got)
+	}
+}
+
+// TestLimitKeyPanicDeadLetters: a Limits.Key that panics on a message
+// dead-letters that message, kind panic, without running its handler;
+// the worker goes on with the others.
+func TestLimitKeyPanicDeadLetters(t *testing.T) {
+	t.Parallel()
+	var ran atomic.Int32
+	f := newFixture(t, limitConfig(t), worker.Route{
+		Queue: ".q", Concurrency: 2,
+		Limits: worker.Limits{Key: func(d *worker.Delivery) string {
+			return keyHeader(d)[:3] // panics on a key shorter than 3
+		}, Concurrency: 1},
+		Handler: worker.HandlerFunc(func(context.Context, *worker.Delivery) error { ran.Add(1); return nil }),
+	}).start()
+	q := f.queue + ".q"
+	f.publish(".q", broker.Message{MessageID: "short", Headers: map[string]any{"k": "x"}})
+	f.publish(".q", broker.Message{MessageID: "fine", Headers: map[string]any{"k": "long-enough"}})
+	if got := f.admin.WaitCount(retry.DLQ(q), 1, 20*time.Second); got != 1 {
+		t.Fatalf("%s holds %d, want 1", retry.DLQ(q), got)
+	}
+	waitUntil(t, 20*time.Second, func() bool { return ran.Load() == 1 })
+	d, ok := f.admin.Get(retry.DLQ(q))
+	if !ok || d.MessageId != "short" || d.Headers[worker.HeaderErrorKind] != worker.KindPanic {
+		t.Fatalf("dead letter %q of kind %v, want short of kind panic", d.MessageId, d.Headers[worker.HeaderErrorKind])
+	}
+	if e, _ := d.Headers[worker.HeaderError].(string); !strings.Contains(e, "Limits.Key panicked") {
+		t.Fatalf("dead letter error %q", e)
 	}
 }

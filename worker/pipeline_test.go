@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -349,6 +350,42 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// A route's DedupeKey that panics on a message dead-letters it, kind
+// panic, without running its handler: the worker does not die, and the
+// message does not come back to panic again.
+func TestPipelineDedupeKeyPanicDeadLetters(t *testing.T) {
+	for _, withDedupe := range []bool{false, true} {
+		ran := make(chan struct{}, 1)
+		h := HandlerFunc(func(context.Context, *Delivery) error { ran <- struct{}{}; return nil })
+		r := newRig(t, rigOptions{handler: h, dedupe: withDedupe, dedupeKey: func(d *Delivery) string {
+			var fields map[string]string
+			return fields["id"] + string(d.Body[100]) // out of range
+		}})
+		r.start()
+		tag := r.deliver("m1", nil)
+		r.acks.waitSettled(t, 1)
+		r.close()
+		if got := r.acks.result(tag); got != settledAckNow {
+			t.Errorf("dedupe %v: original settled with %q, want %q (after its dead letter)", withDedupe, got, settledAckNow)
+		}
+		if q := r.copies.queues(); !slices.Equal(q, []string{"q.dlq"}) {
+			t.Fatalf("dedupe %v: copies went to %v, want [q.dlq]", withDedupe, q)
+		}
+		r.copies.mu.Lock()
+		kind := r.copies.messages[0].Headers[HeaderErrorKind]
+		errText, _ := r.copies.messages[0].Headers[HeaderError].(string)
+		r.copies.mu.Unlock()
+		if kind != KindPanic || !strings.Contains(errText, "Route.DedupeKey panicked") {
+			t.Errorf("dedupe %v: dead letter of kind %v, error %q", withDedupe, kind, errText)
+		}
+		select {
+		case <-ran:
+			t.Errorf("dedupe %v: the handler ran", withDedupe)
+		default:
+		}
 	}
 }
 

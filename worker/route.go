@@ -46,7 +46,8 @@ type Route struct {
 	// Dedupe is "on" or "off" for this route. "" means the worker's.
 	Dedupe string
 	// DedupeKey derives the dedupe id of a message. nil means its message
-	// id, or a hash of the body when it has none.
+	// id, or a hash of the body when it has none. A message it panics on
+	// is dead-lettered, kind panic (a *CallbackPanicError), unrun.
 	DedupeKey func(*Delivery) string
 	// Middleware wraps Handler for this route, after the worker's.
 	Middleware []Middleware
@@ -82,7 +83,8 @@ type Pause struct {
 	MinBackoff time.Duration
 	// MaxBackoff bounds the wait between probes. 0 means the worker's.
 	MaxBackoff time.Duration
-	// Probe checks the dependency; nil means a trial message.
+	// Probe checks the dependency; nil means a trial message. A panic in
+	// it counts as a failed probe.
 	Probe func(context.Context) error
 }
 
