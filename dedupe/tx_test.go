@@ -12,8 +12,10 @@ import (
 	"github.com/warrenmq/warren/internal/testenv"
 )
 
-func TestMarkDoneWithCommitsAtomically(t *testing.T) {
-	t.Parallel()
+// txStore is a Redis store on the test server, with a key prefix of the
+// test's own, deleted when it ends.
+func txStore(t *testing.T) (*dedupe.RedisStore, redis.UniversalClient, string) {
+	t.Helper()
 	rdb := testenv.RedisClient(t)
 	prefix := testenv.Name(t)
 	t.Cleanup(func() { testenv.DeleteRedisPrefix(t, rdb, prefix) })
@@ -21,6 +23,12 @@ func TestMarkDoneWithCommitsAtomically(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, rdb, prefix
+}
+
+func TestMarkDoneWithCommitsAtomically(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := txStore(t)
 	ctx := context.Background()
 	key := dedupe.Key(prefix, "q", "m1")
 	effect := dedupe.SameSlot(key, prefix+":effect")
@@ -78,13 +86,7 @@ func TestSameSlot(t *testing.T) {
 // commit goes through.
 func TestMarkDoneWithSurvivesOwnRenewal(t *testing.T) {
 	t.Parallel()
-	rdb := testenv.RedisClient(t)
-	prefix := testenv.Name(t)
-	t.Cleanup(func() { testenv.DeleteRedisPrefix(t, rdb, prefix) })
-	s, err := dedupe.NewRedis(rdb, dedupe.RedisConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, rdb, prefix := txStore(t)
 	ctx := context.Background()
 	key := dedupe.Key(prefix, "q", "m1")
 	effect := dedupe.SameSlot(key, prefix+":effect")
@@ -92,7 +94,7 @@ func TestMarkDoneWithSurvivesOwnRenewal(t *testing.T) {
 		t.Fatalf("claim: %v %v", st, err)
 	}
 	renewed := 0
-	err = s.MarkDoneWith(ctx, key, "me", time.Minute, func(p redis.Pipeliner) error {
+	err := s.MarkDoneWith(ctx, key, "me", time.Minute, func(p redis.Pipeliner) error {
 		if renewed == 0 { // the keeper renews, on another connection, now
 			if err := s.ExtendAll(ctx, []dedupe.Ref{{Key: key, Owner: "me"}}, time.Minute)[0]; err != nil {
 				t.Fatal(err)
@@ -118,19 +120,13 @@ func TestMarkDoneWithSurvivesOwnRenewal(t *testing.T) {
 // does not roll back) and says so.
 func TestMarkDoneWithErrorsAreTheHandlers(t *testing.T) {
 	t.Parallel()
-	rdb := testenv.RedisClient(t)
-	prefix := testenv.Name(t)
-	t.Cleanup(func() { testenv.DeleteRedisPrefix(t, rdb, prefix) })
-	s, err := dedupe.NewRedis(rdb, dedupe.RedisConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, rdb, prefix := txStore(t)
 	ctx := context.Background()
 
 	key := dedupe.Key(prefix, "q", "m1")
 	_, _ = s.Claim(ctx, key, "me", time.Minute)
 	invalid := errors.New("invalid amount")
-	err = s.MarkDoneWith(ctx, key, "me", time.Minute, func(redis.Pipeliner) error { return invalid })
+	err := s.MarkDoneWith(ctx, key, "me", time.Minute, func(redis.Pipeliner) error { return invalid })
 	var we *dedupe.WritesError
 	if !errors.Is(err, invalid) || !errors.As(err, &we) || dedupe.Unavailable(err) {
 		t.Fatalf("writes function error: %v (Unavailable %v), want a WritesError that is not Unavailable", err, dedupe.Unavailable(err))
