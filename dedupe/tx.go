@@ -102,20 +102,57 @@ func (s *RedisStore) markDoneWith(ctx context.Context, key, owner string, ttl ti
 			return err
 		}
 		var mark *redis.StatusCmd
-		_, err = tx.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		cmds, err := tx.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
 			if err := writes(pipe); err != nil {
 				return &WritesError{Err: err}
 			}
 			mark = pipe.Set(ctx, key, valueDone, ttl)
 			return nil
 		})
-		var re redis.Error
-		if err != nil && mark != nil && mark.Err() == nil && mark.Val() == "OK" && errors.As(err, &re) {
-			// EXEC ran: the mark is stored, and err is a write's.
-			return &PartialCommitError{Err: err}
+		switch {
+		case err == nil:
+			return nil
+		case redis.IsExecAbortError(err):
+			// Redis refused a command as it queued it, and ran none.
+			return queueRefusal(cmds, err)
+		case mark != nil && mark.Err() == nil && mark.Val() == "OK":
+			// EXEC ran: the mark is stored. A read of a missing key
+			// (redis.Nil) is no failure; anything else is a lost write.
+			if failed := firstFailure(cmds); failed != nil {
+				return &PartialCommitError{Err: failed}
+			}
+			return nil
 		}
 		return err
 	}, key)
+}
+
+// queueRefusal is the error of a transaction that Redis discarded
+// (EXECABORT) because it refused a command as it queued it: the store's
+// when the refusal says it cannot serve now (out of memory, read-only,
+// ...), so that the message waits for it; the handler's otherwise (a
+// command of its writes that Redis rejects, such as a wrong number of
+// arguments).
+func queueRefusal(cmds []redis.Cmder, abort error) error {
+	for _, c := range cmds {
+		if err := c.Err(); err != nil && !redis.IsExecAbortError(err) {
+			if Unavailable(err) {
+				return err
+			}
+			return &WritesError{Err: err}
+		}
+	}
+	return abort
+}
+
+// firstFailure is the first error among cmds but redis.Nil.
+func firstFailure(cmds []redis.Cmder) error {
+	for _, c := range cmds {
+		if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+	}
+	return nil
 }
 
 // SameSlot returns a key named name that Redis Cluster stores in the same

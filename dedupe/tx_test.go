@@ -152,3 +152,64 @@ func TestMarkDoneWithErrorsAreTheHandlers(t *testing.T) {
 		t.Fatalf("the other write: %d, want 1", n)
 	}
 }
+
+// A transaction Redis discards because it refused a command as it queued
+// it (EXECABORT) wrote nothing: a refusal that says the server cannot
+// serve now (out of memory) is the store being unavailable, so the
+// message waits for it; a command of the handler's that Redis rejects is
+// the handler's failure. A read of a missing key in the writes is no
+// failure.
+func TestMarkDoneWithQueueRefusals(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := txStore(t)
+	ctx := context.Background()
+
+	key := dedupe.Key(prefix, "q", "bad-command")
+	_, _ = s.Claim(ctx, key, "me", time.Minute)
+	err := s.MarkDoneWith(ctx, key, "me", time.Minute, func(p redis.Pipeliner) error {
+		p.Do(ctx, "incr") // no key: refused as it is queued
+		return nil
+	})
+	var we *dedupe.WritesError
+	if !errors.As(err, &we) || dedupe.Unavailable(err) {
+		t.Fatalf("a command refused as queued: %v (Unavailable %v), want a WritesError", err, dedupe.Unavailable(err))
+	}
+	if st, _ := s.Claim(ctx, key, "me", time.Minute); st != dedupe.Claimed {
+		t.Fatalf("the discarded transaction changed the claim: %v", st)
+	}
+
+	key = dedupe.Key(prefix, "q", "reads")
+	counter := dedupe.SameSlot(key, prefix+":counter")
+	_, _ = s.Claim(ctx, key, "me", time.Minute)
+	if err := s.MarkDoneWith(ctx, key, "me", time.Minute, func(p redis.Pipeliner) error {
+		p.Get(ctx, dedupe.SameSlot(key, prefix+":missing"))
+		p.Incr(ctx, counter)
+		return nil
+	}); err != nil {
+		t.Fatalf("a read of a missing key in the writes: %v", err)
+	}
+	if n, _ := rdb.Get(ctx, counter).Int(); n != 1 {
+		t.Fatalf("counter = %d, want 1", n)
+	}
+
+	// Out of memory, on a server of the test's own.
+	srv := testenv.StartRedis(t)
+	oom, err := dedupe.NewRedis(srv.Client(), dedupe.RedisConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key = dedupe.Key(prefix, "q", "oom")
+	if st, err := oom.Claim(ctx, key, "me", time.Minute); err != nil || st != dedupe.Claimed {
+		t.Fatalf("claim: %v %v", st, err)
+	}
+	if err := srv.Client().ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	err = oom.MarkDoneWith(ctx, key, "me", time.Minute, func(p redis.Pipeliner) error {
+		p.Incr(ctx, dedupe.SameSlot(key, prefix+":counter"))
+		return nil
+	})
+	if err == nil || !dedupe.Unavailable(err) {
+		t.Fatalf("a commit refused for memory: %v (Unavailable %v), want the store unavailable", err, dedupe.Unavailable(err))
+	}
+}

@@ -99,15 +99,21 @@ func (p Policy) maxAttempts() int {
 // so that a live but slow holder is waited for without a busy loop.
 func (p Policy) WaitTier(round int, lease time.Duration) time.Duration {
 	d := p.delays()
-	// The rounds of the first tier that cover the lease, and one more: a
-	// round's check may come a little before a lease renewed at the moment
-	// of a kill runs out.
-	grace := 2
-	if lease > 0 {
-		grace = int((lease+d[0]-1)/d[0]) + 1
-	}
+	grace := p.WaitRounds(lease)
 	if round <= grace {
 		return d[0]
 	}
 	return d[min(round-grace, len(d)-1)]
+}
+
+// WaitRounds is how many rounds of the first tier WaitTier gives a claim
+// of lease: those that cover the lease, and one more, since a round's
+// check may come a little before a lease renewed at the moment of a kill
+// runs out.
+func (p Policy) WaitRounds(lease time.Duration) int {
+	d := p.delays()
+	if lease <= 0 {
+		return 2
+	}
+	return int((lease+d[0]-1)/d[0]) + 1
 }

@@ -47,6 +47,19 @@ func (k *keeper) hold(key, owner string, when time.Time) *heldClaim {
 	return h
 }
 
+// holds reports whether a claim of key is renewed here: another delivery
+// of the same message holds it in this route.
+func (k *keeper) holds(key string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for h := range k.held {
+		if h.key == key {
+			return true
+		}
+	}
+	return false
+}
+
 // drop stops renewing h.
 func (k *keeper) drop(h *heldClaim) {
 	if h == nil {

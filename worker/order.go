@@ -110,13 +110,13 @@ func (r Route) orderArgs(queueArgs map[string]any) map[string]any {
 // false once reported); when the failures pause the partition, the
 // message goes back to the head of its queue instead of waiting, as one
 // whose handler said Unavailable does. A message that could not run yet
-// (the dedupe store down, its claim held elsewhere) waits here the same
-// way, spending no attempt, and claims again: round a tier, the
-// partition's next message would overtake it, and could run beside it.
-// When the drain begins during a wait, the message goes back to the head
-// of its queue too.
+// waits here the same way, spending no attempt, and claims again (see
+// waitsInPlace): round a tier, the partition's next message would
+// overtake it, and could run beside it. When the drain begins during a
+// wait, the message goes back to the head of its queue too.
 func (p *pipeline) inPlace(hctx context.Context, j *job, res result, trial bool) (result, bool) {
-	for res.Outcome == OutcomeRetry && (res.spend || notYet(res)) {
+	claimWaits := 0
+	for res.Outcome == OutcomeRetry && (res.spend || p.waitsInPlace(j, res, &claimWaits)) {
 		if res.spend {
 			paused := p.gate.failedInPlace(trial, res)
 			trial = false
@@ -148,9 +148,29 @@ func (p *pipeline) inPlace(hctx context.Context, j *job, res result, trial bool)
 	return res, trial
 }
 
-// notYet reports whether res sends a message round a tier because it
-// could not run yet: the dedupe store was down, or another owner held
-// its claim.
-func notYet(res result) bool {
-	return !res.spend && (res.Kind == KindStoreDown || res.Kind == KindInProgress)
+// waitsInPlace reports whether res's message, which could not run yet,
+// waits in place for its turn rather than going round a tier. While the
+// dedupe store is down: always. While another owner holds its claim: for
+// the first tier's rounds that cover a lease, and one more (claimWaits
+// counts them), after which it goes round the tiers as on any other
+// route, so that two partitions whose heads wait on each other's claims
+// cannot wait forever; and not at all when this route holds the claim
+// itself (a copy of the message waits behind it in the partition, and
+// could never run while it waits).
+func (p *pipeline) waitsInPlace(j *job, res result, claimWaits *int) bool {
+	if res.Outcome != OutcomeRetry || res.spend {
+		return false
+	}
+	switch res.Kind {
+	case KindStoreDown:
+		return true
+	case KindInProgress:
+		c := p.intake.claims
+		if c == nil || c.keeper.holds(j.d.IdempotencyKey) {
+			return false
+		}
+		*claimWaits++
+		return *claimWaits <= p.exec.policy.WaitRounds(c.lease)
+	}
+	return false
 }

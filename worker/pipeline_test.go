@@ -462,6 +462,33 @@ func TestOrderedStoreDownWaitsInPlace(t *testing.T) {
 	}
 }
 
+// On an ordered partition, a message whose claim this route holds for
+// another delivery of it (a copy waiting behind it in the partition) does
+// not wait in place for that claim: it could never be freed while the
+// partition's handler waits. It goes round a tier; the copy runs.
+func TestOrderedCopyBehindDoesNotWaitForItself(t *testing.T) {
+	h := &recorder{}
+	r := newRig(t, rigOptions{handler: h, concurrency: 1, dedupe: true, ordered: true, lease: 2 * time.Second,
+		policy: retry.Policy{Delays: []time.Duration{10 * time.Millisecond}, MaxAttempts: 5}})
+	down := &downOnce{flakyStore: r.store}
+	r.pipe.intake.claims.store = down
+	r.start()
+	t1 := r.deliver("dup", nil)
+	waitFor(t, func() bool { return down.n.Load() >= 1 }) // its claim met the store down
+	t2 := r.deliver("dup", nil)                           // claimed by intake, held by the keeper
+	r.acks.waitSettled(t, 2)
+	r.close()
+	if got := r.acks.result(t1); got != settledAckNow {
+		t.Errorf("the first delivery settled with %q, want %q after its tier copy", got, settledAckNow)
+	}
+	if got := r.acks.result(t2); got != settledAck {
+		t.Errorf("the copy behind it settled with %q, want an ack", got)
+	}
+	if got := h.runs(); !slices.Equal(got, []string{"dup"}) {
+		t.Errorf("ran %v, want [dup]", got)
+	}
+}
+
 // On an ordered partition without dedupe, a drain that begins while the
 // head message waits for its retry in place puts it back at the head of
 // its queue; the next message, already handed to the worker, must not run
