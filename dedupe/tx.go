@@ -129,14 +129,15 @@ func (s *RedisStore) markDoneWith(ctx context.Context, key, owner string, ttl ti
 
 // queueRefusal is the error of a transaction that Redis discarded
 // (EXECABORT) because it refused a command as it queued it: the store's
-// when the refusal says it cannot serve now (out of memory, read-only,
-// ...), so that the message waits for it; the handler's otherwise (a
-// command of its writes that Redis rejects, such as a wrong number of
-// arguments).
+// when the refusal says the server cannot serve now (out of memory,
+// read-only, a slot moving), so that the message waits for it; the
+// handler's otherwise (a command of its writes that Redis rejects: a
+// wrong number of arguments, a key its ACL user may not touch), since
+// waiting would not change it.
 func queueRefusal(cmds []redis.Cmder, abort error) error {
 	for _, c := range cmds {
 		if err := c.Err(); err != nil && !redis.IsExecAbortError(err) {
-			if Unavailable(err) {
+			if unavailable(err, notServing) {
 				return err
 			}
 			return &WritesError{Err: err}

@@ -192,8 +192,31 @@ func TestMarkDoneWithQueueRefusals(t *testing.T) {
 		t.Fatalf("counter = %d, want 1", n)
 	}
 
-	// Out of memory, on a server of the test's own.
+	// A key the ACL user may not write, on a server of the test's own:
+	// the handler's failure, since waiting would not change it.
 	srv := testenv.StartRedis(t)
+	if err := srv.Client().Do(ctx, "ACL", "SETUSER", "limited", "on", ">limited-pass", "~"+prefix+"*", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	limitedClient := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "limited", Password: "limited-pass"})
+	t.Cleanup(func() { _ = limitedClient.Close() })
+	limited, err := dedupe.NewRedis(limitedClient, dedupe.RedisConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key = dedupe.Key(prefix, "q", "acl")
+	if st, err := limited.Claim(ctx, key, "me", time.Minute); err != nil || st != dedupe.Claimed {
+		t.Fatalf("claim as the limited user: %v %v", st, err)
+	}
+	err = limited.MarkDoneWith(ctx, key, "me", time.Minute, func(p redis.Pipeliner) error {
+		p.Incr(ctx, dedupe.SameSlot(key, "elsewhere"))
+		return nil
+	})
+	if !errors.As(err, &we) || dedupe.Unavailable(err) {
+		t.Fatalf("a write the ACL refuses: %v (Unavailable %v), want a WritesError", err, dedupe.Unavailable(err))
+	}
+
+	// Out of memory.
 	oom, err := dedupe.NewRedis(srv.Client(), dedupe.RedisConfig{})
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package dedupe
 
 import (
 	"errors"
+	"slices"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -15,6 +16,21 @@ import (
 // change. The errors of a MarkDoneWith writes function, and of writes
 // that failed inside its transaction, are the handler's: not the store's.
 func Unavailable(err error) bool {
+	return unavailable(err, storeDown)
+}
+
+// Refusals of the server that say it cannot serve now.
+var (
+	// notServing: whatever the command.
+	notServing = []string{"LOADING", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS",
+		"OOM", "MISCONF", "MOVED", "ASK"}
+	// storeDown: of the store's own commands, which also cannot run
+	// when the server refuses this client's credentials or permissions.
+	storeDown = append(slices.Clone(notServing), "NOAUTH", "WRONGPASS", "NOPERM")
+)
+
+// unavailable is Unavailable with the refusals that count as prefixes.
+func unavailable(err error, prefixes []string) bool {
 	if err == nil || errors.Is(err, ErrNotOwner) || errors.Is(err, ErrForeignValue) {
 		return false
 	}
@@ -28,8 +44,7 @@ func Unavailable(err error) bool {
 	var re redis.Error
 	if errors.As(err, &re) {
 		msg := re.Error()
-		for _, p := range []string{"LOADING", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS",
-			"OOM", "MISCONF", "NOAUTH", "WRONGPASS", "NOPERM"} {
+		for _, p := range prefixes {
 			if strings.HasPrefix(msg, p) {
 				return true
 			}

@@ -115,8 +115,7 @@ func (r Route) orderArgs(queueArgs map[string]any) map[string]any {
 // overtake it, and could run beside it. When the drain begins during a
 // wait, the message goes back to the head of its queue too.
 func (p *pipeline) inPlace(hctx context.Context, j *job, res result, trial bool) (result, bool) {
-	claimWaits := 0
-	for res.Outcome == OutcomeRetry && (res.spend || p.waitsInPlace(j, res, &claimWaits)) {
+	for res.Outcome == OutcomeRetry && (res.spend || p.waitsInPlace(j, res)) {
 		if res.spend {
 			paused := p.gate.failedInPlace(trial, res)
 			trial = false
@@ -124,7 +123,13 @@ func (p *pipeline) inPlace(hctx context.Context, j *job, res result, trial bool)
 				return requeue(res.Kind, res.err), false
 			}
 		}
-		t := time.NewTimer(res.Delay)
+		wait := res.Delay
+		if res.Kind == KindInProgress {
+			// As a parked job checks its holder: a few times a lease,
+			// whatever tier the message's header has reached.
+			wait = max(p.exec.policy.Delays[0], p.intake.claims.lease/holderChecks)
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
 		case <-p.stopping:
@@ -149,15 +154,16 @@ func (p *pipeline) inPlace(hctx context.Context, j *job, res result, trial bool)
 }
 
 // waitsInPlace reports whether res's message, which could not run yet,
-// waits in place for its turn rather than going round a tier. While the
-// dedupe store is down: always. While another owner holds its claim: for
-// the first tier's rounds that cover a lease, and one more (claimWaits
-// counts them), after which it goes round the tiers as on any other
-// route, so that two partitions whose heads wait on each other's claims
-// cannot wait forever; and not at all when this route holds the claim
-// itself (a copy of the message waits behind it in the partition, and
-// could never run while it waits).
-func (p *pipeline) waitsInPlace(j *job, res result, claimWaits *int) bool {
+// waits in place for its turn rather than going round a tier: while the
+// dedupe store is down, and while another owner holds its claim (a
+// worker that lost its broker connection but still runs it: its handler
+// timeout and attempts bound that, and a dead one's claim lapses within
+// a lease). Not when this route holds the claim itself: a copy of the
+// message waits behind it in the partition, and could never run while it
+// waits; it goes round a tier, and comes back as a duplicate. (Dedupe
+// keys are per partition queue, and a partition has one consumer, so no
+// other partition's head can wait on this one.)
+func (p *pipeline) waitsInPlace(j *job, res result) bool {
 	if res.Outcome != OutcomeRetry || res.spend {
 		return false
 	}
@@ -166,11 +172,7 @@ func (p *pipeline) waitsInPlace(j *job, res result, claimWaits *int) bool {
 		return true
 	case KindInProgress:
 		c := p.intake.claims
-		if c == nil || c.keeper.holds(j.d.IdempotencyKey) {
-			return false
-		}
-		*claimWaits++
-		return *claimWaits <= p.exec.policy.WaitRounds(c.lease)
+		return c != nil && !c.keeper.holds(j.d.IdempotencyKey)
 	}
 	return false
 }

@@ -395,6 +395,18 @@ type downOnce struct {
 	n atomic.Int32
 }
 
+// downUntilSecondBatch is downOnce whose single claims (a job's own, as
+// an ordered message waiting in place makes) fail too until the second
+// ClaimAll has run.
+type downUntilSecondBatch struct{ downOnce }
+
+func (s *downUntilSecondBatch) Claim(ctx context.Context, key, owner string, lease time.Duration) (dedupe.Status, error) {
+	if s.n.Load() < 2 {
+		return 0, errStoreDown
+	}
+	return s.flakyStore.Claim(ctx, key, owner, lease)
+}
+
 func (s *downOnce) ClaimAll(ctx context.Context, reqs []dedupe.Ref, lease time.Duration) []dedupe.ClaimResult {
 	if s.n.Add(1) == 1 {
 		res := make([]dedupe.ClaimResult, len(reqs))
@@ -470,7 +482,9 @@ func TestOrderedCopyBehindDoesNotWaitForItself(t *testing.T) {
 	h := &recorder{}
 	r := newRig(t, rigOptions{handler: h, concurrency: 1, dedupe: true, ordered: true, lease: 2 * time.Second,
 		policy: retry.Policy{Delays: []time.Duration{10 * time.Millisecond}, MaxAttempts: 5}})
-	down := &downOnce{flakyStore: r.store}
+	// The store stays down for the first delivery until intake has
+	// claimed the second.
+	down := &downUntilSecondBatch{downOnce{flakyStore: r.store}}
 	r.pipe.intake.claims.store = down
 	r.start()
 	t1 := r.deliver("dup", nil)
@@ -486,6 +500,76 @@ func TestOrderedCopyBehindDoesNotWaitForItself(t *testing.T) {
 	}
 	if got := h.runs(); !slices.Equal(got, []string{"dup"}) {
 		t.Errorf("ran %v, want [dup]", got)
+	}
+}
+
+// countingClaims counts the single claims made of a store.
+type countingClaims struct {
+	*flakyStore
+	claims atomic.Int32
+}
+
+func (s *countingClaims) Claim(ctx context.Context, key, owner string, lease time.Duration) (dedupe.Status, error) {
+	s.claims.Add(1)
+	return s.flakyStore.Claim(ctx, key, owner, lease)
+}
+
+// On an ordered partition, a message whose claim a live owner elsewhere
+// holds (a worker that lost its broker connection and still runs it)
+// waits in place as long as that owner renews the claim: the key's next
+// message does not overtake it.
+func TestOrderedWaitsForALiveHolder(t *testing.T) {
+	h := &recorder{}
+	const lease = 200 * time.Millisecond
+	r := newRig(t, rigOptions{handler: h, concurrency: 1, dedupe: true, ordered: true, lease: lease,
+		policy: retry.Policy{Delays: []time.Duration{50 * time.Millisecond}, MaxAttempts: 5}})
+	store := &countingClaims{flakyStore: r.store}
+	r.pipe.intake.claims.store = store
+	ctx := context.Background()
+	if st, err := r.store.Claim(ctx, r.key("m1"), "live", lease); err != nil || st != dedupe.Claimed {
+		t.Fatalf("claim by the live owner: %v %v", st, err)
+	}
+	stop := make(chan struct{})
+	renewing := make(chan struct{})
+	go func() {
+		defer close(renewing)
+		tick := time.NewTicker(lease / 4)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				_ = r.store.Extend(ctx, r.key("m1"), "live", lease)
+			}
+		}
+	}()
+	r.start()
+	t1 := r.deliver("m1", nil)
+	t2 := r.deliver("m2", nil)
+	// Far more checks of the holder than a lease's worth of rounds.
+	waitFor(t, func() bool { return store.claims.Load() >= int32(4*r.route.Retry.WaitRounds(lease)) })
+	if got := h.runs(); len(got) != 0 {
+		t.Fatalf("ran %v while the live owner held m1's claim", got)
+	}
+	close(stop)
+	<-renewing
+	if err := r.store.MarkDone(ctx, r.key("m1"), "live", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	r.acks.waitSettled(t, 2)
+	r.close()
+	if got := r.acks.result(t1); got != settledAck {
+		t.Errorf("m1 settled with %q, want an ack (done elsewhere)", got)
+	}
+	if got := r.acks.result(t2); got != settledAck {
+		t.Errorf("m2 settled with %q, want an ack", got)
+	}
+	if got := h.runs(); !slices.Equal(got, []string{"m2"}) {
+		t.Errorf("ran %v, want [m2]", got)
+	}
+	if q := r.copies.queues(); len(q) > 0 {
+		t.Errorf("copies went to %v, want none", q)
 	}
 }
 
