@@ -91,9 +91,9 @@ func (c *Conn) NewPublisher() *Publisher {
 // this message (a missing exchange, a refused permission): a channel
 // exception fails every publish in flight, so each of them is published
 // again alone on a channel of its own, and only the one that fails there
-// too gets the error; *MessageTooLargeError when the body is over the broker's
-// max_message_size (once the broker has refused one body for its size,
-// larger ones fail at once, without closing the channel under other
+// too gets the error; *MessageTooLargeError when the body is over the
+// broker's max_message_size (once the broker has refused one body for its
+// size, larger ones fail at once, without closing the channel under other
 // publishes); a wrapped ctx error when ctx ended first (the message may or
 // may not have been stored). An unset Timestamp is set to now, so that
 // consumers can tell how long the message waited.
