@@ -67,6 +67,12 @@ func newJob(bd *broker.Delivery, view func(*Delivery, *broker.Delivery) error) *
 	return j
 }
 
+// decidedByClaim reports whether intake's claim already says the
+// handler will not run now: the message is done, or held elsewhere.
+func (j *job) decidedByClaim() bool {
+	return j.claimed && j.cerr == nil && (j.status == dedupe.Done || j.status == dedupe.InProgress)
+}
+
 // ownClaim reports whether intake took the job's claim and holds it.
 func (j *job) ownClaim() bool {
 	return j.claimed && j.cerr == nil && j.status == dedupe.Claimed

@@ -87,7 +87,9 @@ func newLimits(r Route, l *flow.Limiter, log *zap.Logger, m *flowMetrics) *limit
 // attempt: its key is over a limit, or Redis did not answer (fail
 // closed).
 func (g *limits) take(hctx context.Context, j *job) (release func(), res result, ok bool) {
-	if g == nil {
+	if g == nil || j.decidedByClaim() {
+		// A message intake found done or held elsewhere does not run
+		// its handler here: it must not use up its key's limit.
 		return func() {}, result{}, true
 	}
 	key, kerr := callback("Limits.Key", func() string { return g.key(j.d) })

@@ -234,3 +234,28 @@ func TestLimitKeyPanicDeadLetters(t *testing.T) {
 		t.Fatalf("dead letter error %q", e)
 	}
 }
+
+// TestLimitRateSkipsKnownDuplicates: a duplicate that intake finds done
+// does not run, and does not use up its key's rate: the key's next
+// message runs at once.
+func TestLimitRateSkipsKnownDuplicates(t *testing.T) {
+	t.Parallel()
+	cfg := limitConfig(t)
+	cfg.Dedupe = worker.DedupeOn
+	var ran atomic.Int32
+	f := newFixture(t, cfg, worker.Route{
+		Queue: ".q", Concurrency: 1, Prefetch: 1,
+		Limits: worker.Limits{Key: keyHeader, Rate: 2, Period: time.Hour},
+		Handler: worker.HandlerFunc(func(context.Context, *worker.Delivery) error { ran.Add(1); return nil }),
+	}).start()
+	q := f.queue + ".q"
+	one := map[string]any{"k": "one"}
+	f.publish(".q", broker.Message{MessageID: "m1", Headers: one})
+	waitUntil(t, 20*time.Second, func() bool { return ran.Load() == 1 })
+	f.publish(".q", broker.Message{MessageID: "m1", Headers: one}) // a duplicate
+	f.publish(".q", broker.Message{MessageID: "m2", Headers: one})
+	waitUntil(t, 20*time.Second, func() bool { return ran.Load() == 2 })
+	if v := limitedCount(t, f.w.Registry(), q, "rate"); v != 0 {
+		t.Fatalf("warren_limited_total{limit=rate} = %v, want 0: the duplicate used up the rate", v)
+	}
+}
