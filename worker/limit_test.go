@@ -245,7 +245,7 @@ func TestLimitRateSkipsKnownDuplicates(t *testing.T) {
 	var ran atomic.Int32
 	f := newFixture(t, cfg, worker.Route{
 		Queue: ".q", Concurrency: 1, Prefetch: 1,
-		Limits: worker.Limits{Key: keyHeader, Rate: 2, Period: time.Hour},
+		Limits:  worker.Limits{Key: keyHeader, Rate: 2, Period: time.Hour},
 		Handler: worker.HandlerFunc(func(context.Context, *worker.Delivery) error { ran.Add(1); return nil }),
 	}).start()
 	q := f.queue + ".q"
