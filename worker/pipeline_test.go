@@ -87,6 +87,13 @@ func TestPipelineUnroutableCopyWithoutTopologyPauses(t *testing.T) {
 		redeclareErr: errors.New("ACCESS_REFUSED - configure access to queue 'q.retry.1s' refused"),
 	}
 	r := newRig(t, rigOptions{handler: failing(errors.New("db down")), copies: copies})
+	checkRequeuedAfterPause(t, r)
+}
+
+// checkRequeuedAfterPause starts r, delivers m1 and checks that it is
+// requeued, and not before requeuePause.
+func checkRequeuedAfterPause(t *testing.T, r *rig) {
+	t.Helper()
 	r.start()
 	start := time.Now()
 	tag := r.deliver("m1", nil)
@@ -117,18 +124,7 @@ func TestPipelineTooLargeUnspentRoundIsRequeued(t *testing.T) {
 	if st, err := r.store.Claim(context.Background(), r.key("m1"), "another-worker", time.Hour); err != nil || st != dedupe.Claimed {
 		t.Fatalf("claim by another worker: %v, %v", st, err)
 	}
-	r.start()
-	start := time.Now()
-	tag := r.deliver("m1", nil)
-	r.acks.waitSettled(t, 1)
-	took := time.Since(start)
-	r.close()
-	if got := r.acks.result(tag); got != settledRequeue {
-		t.Errorf("original settled with %q, want %q", got, settledRequeue)
-	}
-	if took < requeuePause {
-		t.Errorf("requeued %s after delivery, before the %s pause", took, requeuePause)
-	}
+	checkRequeuedAfterPause(t, r)
 	select {
 	case <-ran:
 		t.Error("the handler ran while another worker held the claim")
