@@ -307,8 +307,11 @@ func (c *Conn) connectOnce(addr string) (*amqp.Connection, error) {
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName(c.cfg.Name)
 	conn, err := amqp.DialConfig(addr, amqp.Config{
-		Heartbeat:       c.cfg.Heartbeat,
-		TLSClientConfig: c.cfg.TLS,
+		Heartbeat: c.cfg.Heartbeat,
+		// A copy: the client library writes the server name into the
+		// config it is given, and connections that share one (a worker's
+		// consumer and publisher) dial at the same time.
+		TLSClientConfig: c.cfg.TLS.Clone(),
 		Properties:      props,
 		Dial:            c.dial,
 	})

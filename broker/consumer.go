@@ -246,34 +246,61 @@ func (cn *Consumer) open(ctx context.Context) (*session, <-chan amqp.Delivery, i
 
 // pump hands deliveries out until the subscription ends, Stop, or a
 // Pause or a new prefetch (changed). It reports whether anything was
-// delivered.
+// delivered. While deliveries keep coming it takes each one, and hands it
+// out, without blocking (a select over one channel and a default, far
+// cheaper than one over three): it blocks, watching Stop and changes too,
+// only when the broker has sent nothing or the reader is behind. Stop and
+// changes are checked before each delivery all the same.
 func (cn *Consumer) pump(s *session, deliveries <-chan amqp.Delivery, prefetch int) (delivered, changed bool) {
+	paused, want, wake := cn.sub.get()
 	for {
-		paused, want, wake := cn.sub.get()
+		if cn.stopped() {
+			cn.cancel(s, deliveries)
+			return delivered, false
+		}
+		if closedNow(wake) {
+			paused, want, wake = cn.sub.get()
+		}
 		if paused || want != prefetch {
 			cn.cancel(s, deliveries)
 			return delivered, true
 		}
+		var d amqp.Delivery
+		var ok bool
 		select {
-		case <-cn.stop:
-			cn.cancel(s, deliveries)
-			return delivered, false
-		case <-wake:
-		case d, ok := <-deliveries:
-			if !ok {
-				// The broker cancelled the subscription or the channel
-				// closed. If Stop comes now, run returns without retiring
-				// the session: it must know that the subscription is over,
-				// or Close would close the channel without settleGrace.
-				s.endSubscription()
-				return delivered, false
-			}
-			delivered = true
-			if !cn.handOut(cn.wrap(s, &d), prefetch, wake) && cn.stopped() {
-				cn.cancel(s, deliveries)
-				return delivered, false
+		case d, ok = <-deliveries:
+		default:
+			select {
+			case <-cn.stop:
+				continue
+			case <-wake:
+				continue
+			case d, ok = <-deliveries:
 			}
 		}
+		if !ok {
+			// The broker cancelled the subscription or the channel
+			// closed. If Stop comes now, run returns without retiring
+			// the session: it must know that the subscription is over,
+			// or Close would close the channel without settleGrace.
+			s.endSubscription()
+			return delivered, false
+		}
+		delivered = true
+		if !cn.handOut(cn.wrap(s, &d), prefetch, wake) && cn.stopped() {
+			cn.cancel(s, deliveries)
+			return delivered, false
+		}
+	}
+}
+
+// closedNow reports whether c is closed, without blocking.
+func closedNow(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -282,6 +309,11 @@ func (cn *Consumer) pump(s *session, deliveries <-chan amqp.Delivery, prefetch i
 // prefetch); a change undone meanwhile (a pause then a resume, as the
 // outage breaker's probes do) keeps del.
 func (cn *Consumer) handOut(del *Delivery, prefetch int, wake <-chan struct{}) bool {
+	select {
+	case cn.out <- del:
+		return true // room in the buffer: the usual case
+	default:
+	}
 	for {
 		select {
 		case cn.out <- del:

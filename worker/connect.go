@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -35,17 +36,56 @@ func (w *Worker) connect(ctx context.Context, routes []Route) (*runtime, error) 
 	return rt, nil
 }
 
-func (w *Worker) connectInto(ctx context.Context, rt *runtime, routes []Route) (err error) {
+func (w *Worker) connectInto(ctx context.Context, rt *runtime, routes []Route) error {
 	bc := broker.Config{URL: w.cfg.AMQPURL, Logger: w.log, TLS: w.amqpTLS, TracerProvider: w.cfg.TracerProvider}
-	bc.Name = "warren-consume"
-	if rt.consume, err = broker.Dial(ctx, bc); err != nil {
-		return err
+	// The publisher's connection is dialed while the consumer's connects
+	// and declares: a start (or a restart after a crash) waits for the
+	// slower of the two, not for both in turn. The first failure stops
+	// the other.
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var first struct {
+		sync.Once
+		err error
 	}
-	bc.Name = "warren-publish"
-	if rt.publish, err = broker.Dial(ctx, bc); err != nil {
-		return err
+	fail := func(err error) {
+		first.Do(func() { first.err = err })
+		cancel()
+	}
+	pc := bc
+	pc.Name = "warren-publish"
+	pubDone := make(chan struct{})
+	go func() {
+		defer close(pubDone)
+		c, err := broker.Dial(dctx, pc)
+		if err != nil {
+			fail(err)
+		}
+		rt.publish = c
+	}()
+	bc.Name = "warren-consume"
+	if err := w.dialAndDeclare(dctx, rt, bc, routes); err != nil {
+		fail(err)
+	}
+	<-pubDone
+	if first.err != nil {
+		return first.err
 	}
 	rt.pub = rt.publish.NewPublisher()
+	if err := w.openStore(rt, routes); err != nil {
+		return err
+	}
+	return w.openLimiter(rt, routes)
+}
+
+// dialAndDeclare dials the consumer's connection and declares every
+// route's topology on it.
+func (w *Worker) dialAndDeclare(ctx context.Context, rt *runtime, bc broker.Config, routes []Route) error {
+	c, err := broker.Dial(ctx, bc)
+	if err != nil {
+		return err
+	}
+	rt.consume = c
 	for _, r := range routes {
 		if err := rt.consume.Declare(ctx, r.topology(w.cfg.DeliveryLimit)); err != nil {
 			return fmt.Errorf("route %q: %w", r.Queue, err)
@@ -53,10 +93,7 @@ func (w *Worker) connectInto(ctx context.Context, rt *runtime, routes []Route) (
 		w.log.Info("declared", zap.String("queue", r.Queue), zap.String("queue_type", string(r.QueueType)),
 			zap.Durations("retry_delays", r.Retry.Delays))
 	}
-	if err := w.openStore(rt, routes); err != nil {
-		return err
-	}
-	return w.openLimiter(rt, routes)
+	return nil
 }
 
 func (w *Worker) openStore(rt *runtime, routes []Route) error {
